@@ -1,0 +1,3 @@
+export * from './digest.js';
+export * from './reference.js';
+export * from './spec.js';
