@@ -22,4 +22,3 @@ export function fromKeyValues(pairs: readonly KeyValue[]): Metadata {
   for (const { key, value } of pairs) (metadata[key] ??= []).push(value);
   return metadata;
 }
-

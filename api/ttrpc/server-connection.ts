@@ -27,11 +27,6 @@ export class ServerConnection {
     socket.once('close', () => this.abortAll(new CanceledError('ttrpc: connection closed')));
   }
 
-  /** Requests still being handled. */
-  get active(): number {
-    return this.inflight.size;
-  }
-
   /** Ends the connection as soon as no request is in flight (immediately if idle). */
   shutdownWhenIdle(): void {
     this.closeWhenIdle = true;

@@ -227,6 +227,11 @@ export class Kernel {
     };
   }
 
+  /** A plugin's decoded config (defaults merged with its section), after decodeConfigs. */
+  configOf(uri: string): unknown {
+    return this.configs.get(uri);
+  }
+
   /** The instance of a plugin by URI, for the server that starts after boot. */
   instance(uri: string): unknown {
     return this.container.isBound(uriToken(uri)) ? this.container.get(uriToken(uri)) : undefined;

@@ -30,7 +30,7 @@ interface Libc {
 }
 
 // glibc first; musl names its libc after the architecture.
-const LIBC_CANDIDATES = ['libc.so.6', `libc.musl-${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}.so.1`];
+export const LIBC_CANDIDATES = ['libc.so.6', `libc.musl-${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}.so.1`];
 
 let libc: Libc | undefined;
 

@@ -1,0 +1,1 @@
+process.stdout.write("berth CLI: not built yet\n");

@@ -1,0 +1,122 @@
+/**
+ * berthd's command line: `berthd [--config F] [--root D] [--state D] [--address S]
+ * [--log-level L]`, plus `berthd config default|dump` and `berthd --version`.
+ */
+import { parseArgs } from 'node:util';
+import { DEFAULT_CONFIG_PATH, type DaemonConfig } from '../config/config.js';
+import { loadConfig, validateDaemonConfig } from '../config/loader.js';
+import { defaultConfigWithPlugins, effectiveConfig, renderToml } from '../config/render.js';
+import { ConfigError } from '../config/shape.js';
+import { Kernel } from '../plugin/kernel.js';
+import { EventExchange } from '../events/exchange.js';
+import { silentLogger } from '../log/logger.js';
+import { uriOf, type Registration } from '../plugin/types.js';
+import { SERVER_VERSION, REVISION } from '../version/version.js';
+
+export interface DaemonArgs {
+  command: string[];
+  config?: string;
+  root?: string;
+  state?: string;
+  address?: string;
+  logLevel?: string;
+  version: boolean;
+  help: boolean;
+}
+
+const USAGE = `usage: berthd [--config FILE] [--root DIR] [--state DIR] [--address SOCKET] [--log-level LEVEL]
+       berthd config default|dump [--config FILE]
+       berthd --version`;
+
+export function parseDaemonArgs(argv: string[]): DaemonArgs {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        root: { type: 'string' },
+        state: { type: 'string' },
+        address: { type: 'string', short: 'a' },
+        'log-level': { type: 'string', short: 'l' },
+        version: { type: 'boolean', short: 'v', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+    return {
+      command: positionals,
+      config: values.config,
+      root: values.root,
+      state: values.state,
+      address: values.address,
+      logLevel: values['log-level'],
+      version: values.version ?? false,
+      help: values.help ?? false,
+    };
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
+  }
+}
+
+/** Loads the config file and applies the command-line overrides on top of it. */
+async function configFor(args: DaemonArgs): Promise<{ config: DaemonConfig; warnings: string[]; path?: string }> {
+  const path = args.config ?? DEFAULT_CONFIG_PATH;
+  const loaded = await loadConfig(path, { explicit: args.config !== undefined });
+  const cfg = loaded.config;
+  if (args.root) cfg.root = args.root;
+  if (args.state) cfg.state = args.state;
+  if (args.address) cfg.grpc.address = args.address;
+  if (args.logLevel) cfg.debug.level = args.logLevel;
+  validateDaemonConfig(cfg, '--flags');
+  return { config: cfg, warnings: loaded.warnings, path: loaded.files[0] };
+}
+
+/** Runs the command; resolves the exit code for one-shot commands, or never for the daemon. */
+export async function runDaemonCommand(
+  args: DaemonArgs,
+  builtins: readonly Registration<any, any>[],
+  extraRegistrations: (cfg: DaemonConfig) => Registration<any, any>[] = () => [],
+): Promise<number | undefined> {
+  if (args.help) { process.stdout.write(`${USAGE}\n`); return 0; }
+  if (args.version) { process.stdout.write(`berthd ${SERVER_VERSION} ${REVISION}\n`); return 0; }
+  const [cmd, sub] = args.command;
+  if (cmd === 'config') {
+    if (sub === 'default') {
+      process.stdout.write(await renderToml(defaultConfigWithPlugins(builtins)));
+      return 0;
+    }
+    if (sub === 'dump') {
+      const { config, warnings } = await configFor(args);
+      for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+      const regs = [...builtins, ...extraRegistrations(config)];
+      const kernel = new Kernel(regs, {
+        root: config.root, state: config.state, addresses: { grpc: '', ttrpc: '' }, pluginConfig: config.plugins,
+        disabled: [], required: [], events: new EventExchange(), log: silentLogger,
+        daemon: { logLevel: 'info', timeouts: {}, executable: process.execPath },
+      });
+      for (const w of kernel.decodeConfigs()) process.stderr.write(`warning: ${w}\n`);
+      const decoded = new Map(regs.map((r) => [uriOf(r), kernel.configOf(uriOf(r))]));
+      process.stdout.write(await renderToml(effectiveConfig(config, decoded)));
+      return 0;
+    }
+    throw new ConfigError(`unknown config command ${JSON.stringify(sub ?? '')}: expected "default" or "dump"`);
+  }
+  if (cmd !== undefined) throw new ConfigError(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
+
+  const { config, warnings, path } = await configFor(args);
+  const { startDaemon } = await import('./daemon.js');
+  const daemon = await startDaemon({
+    config,
+    registrations: [...builtins, ...extraRegistrations(config)],
+    warnings,
+    configPath: path,
+    executable: process.argv[1] ?? process.execPath,
+  });
+  const onSignal = (sig: string) => {
+    daemon.log.info(`received ${sig}, shutting down`);
+    daemon.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  return undefined;
+}

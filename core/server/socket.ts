@@ -1,0 +1,38 @@
+/**
+ * Unix socket housekeeping shared by the gRPC and ttrpc listeners: a stale socket file left
+ * by a crashed daemon is replaced, but a live one (another daemon answering on it) is an
+ * error rather than silently stolen.
+ */
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { FailedPreconditionError } from '../errdefs/errdefs.js';
+
+/** Resolves true when something accepts connections on the socket path. */
+export function socketIsLive(path: string, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    const timer = setTimeout(() => { s.destroy(); resolve(false); }, timeoutMs);
+    s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(true); });
+    s.once('error', () => { clearTimeout(timer); resolve(false); });
+  });
+}
+
+/** Makes `path` free to bind: creates its directory, removes a stale socket, refuses a live one. */
+export async function prepareSocketPath(path: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
+  if (!existsSync(path)) return;
+  if (await socketIsLive(path)) {
+    throw new FailedPreconditionError(`${path}: another daemon is already serving on this socket`);
+  }
+  rmSync(path, { force: true });
+}
+
+/** Sets the socket's mode 0660 and owner, as containerd does for its API socket. */
+export function secureSocket(path: string, uid: number, gid: number): void {
+  chmodSync(path, 0o660);
+  if (uid !== 0 || gid !== 0) chownSync(path, uid, gid);
+}
+
+/** Strips a `unix://` scheme. */
+export const socketPath = (address: string) => address.replace(/^unix:\/\//, '');

@@ -1,0 +1,56 @@
+/** The metadata plugin's instance: the database, namespaces, and the gc hooks domain stores use. */
+import type { Database } from 'better-sqlite3';
+import type { GcSource, GcStats, Metadata, NamespaceResource, NamespaceStore } from '../../../core/metadata/metadata.js';
+import { SqliteNamespaceStore } from './namespaces.js';
+import { collect } from './gc.js';
+
+export class SqliteMetadata implements Metadata {
+  readonly namespaces: NamespaceStore;
+  private readonly resources: NamespaceResource[] = [];
+  private readonly gcSources: GcSource[] = [];
+  private readonly listeners: ((kind: 'deletion' | 'mutation') => void)[] = [];
+  private collecting: Promise<GcStats> | undefined;
+
+  constructor(readonly db: Database, readonly path: string) {
+    this.namespaces = new SqliteNamespaceStore(db, () => this.resources);
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.inTransaction ? fn() : this.db.transaction(fn).immediate();
+  }
+
+  addNamespaceResource(r: NamespaceResource): void {
+    this.resources.push(r);
+  }
+
+  addGcSource(s: GcSource): void {
+    this.gcSources.push(s);
+  }
+
+  /** One collection at a time; a caller arriving during one waits for it and then runs its own. */
+  async collectGarbage(): Promise<GcStats> {
+    while (this.collecting) await this.collecting.catch(() => undefined);
+    this.collecting = collect(this.db, this.gcSources).then(({ removed, ms }) => ({ removed, ms }));
+    try {
+      return await this.collecting;
+    } finally {
+      this.collecting = undefined;
+    }
+  }
+
+  markDeletion(): void {
+    for (const l of this.listeners) l('deletion');
+  }
+
+  markMutation(): void {
+    for (const l of this.listeners) l('mutation');
+  }
+
+  onChange(fn: (kind: 'deletion' | 'mutation') => void): void {
+    this.listeners.push(fn);
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
