@@ -15,6 +15,7 @@ const out = join(repo, 'api', 'gen');
 // ESM imports with an explicit .js suffix.
 const tsProtoOptions = [
   'outputServices=grpc-js',
+  'outputServices=generic-definitions',
   'esModuleInterop=true',
   'forceLong=number',
   'useDate=true',

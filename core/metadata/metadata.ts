@@ -74,6 +74,13 @@ export interface GcStats {
 export interface Metadata {
   readonly path: string;
   readonly namespaces: NamespaceStore;
+  /** Namespaced content over the content plugin (gc-aware, lease-aware). */
+  readonly content: import('../content/content.js').ContentStore;
+  /** Namespaced snapshotters by name over every snapshotter plugin. */
+  readonly snapshotters: ReadonlyMap<string, import('../snapshots/snapshotter.js').Snapshotter>;
+  readonly leases: import('../leases/leases.js').LeaseManager;
+  readonly images: import('../images/images.js').ImageStore;
+  readonly containers: import('../containers/containers.js').ContainerStore;
   /** Runs `fn` in one write transaction (nested calls join the outer one). */
   transaction<T>(fn: () => T): T;
   /** The raw database handle for domain stores kept beside the metadata plugin. */

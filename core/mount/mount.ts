@@ -4,7 +4,7 @@
  * mount(2) calls Linux actually needs, and undoes it again.
  */
 import { closeSync } from 'node:fs';
-import { realpath, stat } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../errdefs/errdefs.js';
 import { hasErrnoCode } from '../sys/errno.js';
@@ -16,6 +16,7 @@ import { mountInfo } from './mountinfo.js';
 import { compactLowerdirOption, optionsSize, parseMountOptions } from './options.js';
 import { type Mount, mountpointOf } from './types.js';
 
+// Convenience re-exports; core/mount/index.ts is the full public surface.
 export { type Mount, mountpointOf } from './types.js';
 export { parseMountOptions, type ParsedMountOptions } from './options.js';
 export { fsTypeOf, isMountPoint, lookupMount, mountInfo, parseMountInfo, type MountInfo } from './mountinfo.js';
@@ -139,7 +140,6 @@ export async function unmountAll(target: string, flags = 0): Promise<void> {
   let root: string;
   try {
     root = await realpath(target);
-    await stat(root);
   } catch (err) {
     if (hasErrnoCode(err, 'ENOENT')) return;
     throw err;

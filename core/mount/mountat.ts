@@ -8,7 +8,7 @@
  * in a short-lived `node -e` child started with that cwd. The child uses the same koffi/libc
  * call as syscalls.ts. It is chosen over mount(8) because util-linux may canonicalize or
  * re-split options, and a tool version difference must not change what reaches the kernel.
- * The cost (one node start, ~50 ms) only applies to mounts that exceed the page limit.
+ * The cost (one node start, roughly 0.1 s) only applies to mounts that exceed the page limit.
  */
 import { createRequire } from 'node:module';
 import { isAbsolute } from 'node:path';

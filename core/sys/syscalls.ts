@@ -27,6 +27,8 @@ interface Libc {
   syscall: Fn;
   ioctl: Fn;
   sysconf: Fn;
+  /** `int *` out-parameter type for prctl(PR_GET_*). */
+  intOut: unknown;
 }
 
 // glibc first; musl names its libc after the architecture.
@@ -59,6 +61,7 @@ function load(): Libc {
     syscall: fn('long syscall(long number, ...)'),
     ioctl: fn('int ioctl(int fd, unsigned long request, ...)'),
     sysconf: fn('long sysconf(int name)'),
+    intOut: koffi.out(koffi.pointer('int')),
   };
   return libc;
 }
@@ -117,7 +120,7 @@ export function prctlSetChildSubreaper(enable = true): void {
 /** Whether this process is currently a child subreaper. */
 export function prctlGetChildSubreaper(): boolean {
   const out = [0];
-  check((l) => l.prctl(PR_GET_CHILD_SUBREAPER, l.koffi.out(l.koffi.pointer('int')), out), 'prctl');
+  check((l) => l.prctl(PR_GET_CHILD_SUBREAPER, l.intOut, out), 'prctl');
   return out[0] !== 0;
 }
 

@@ -1,11 +1,22 @@
 /** The metadata plugin's instance: the database, namespaces, and the gc hooks domain stores use. */
 import type { Database } from 'better-sqlite3';
 import type { GcSource, GcStats, Metadata, NamespaceResource, NamespaceStore } from '../../../core/metadata/metadata.js';
+import type { ContentStore } from '../../../core/content/content.js';
+import type { Snapshotter } from '../../../core/snapshots/snapshotter.js';
+import type { LeaseManager } from '../../../core/leases/leases.js';
+import type { ImageStore } from '../../../core/images/images.js';
+import type { ContainerStore } from '../../../core/containers/containers.js';
 import { SqliteNamespaceStore } from './namespaces.js';
 import { collect } from './gc.js';
 
 export class SqliteMetadata implements Metadata {
   readonly namespaces: NamespaceStore;
+  // Domain stores are attached by the plugin's init once their backends are known.
+  content!: ContentStore;
+  snapshotters = new Map<string, Snapshotter>();
+  leases!: LeaseManager;
+  images!: ImageStore;
+  containers!: ContainerStore;
   private readonly resources: NamespaceResource[] = [];
   private readonly gcSources: GcSource[] = [];
   private readonly listeners: ((kind: 'deletion' | 'mutation') => void)[] = [];

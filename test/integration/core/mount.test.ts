@@ -79,6 +79,18 @@ describe('tmpfs', () => {
     assert.equal(await isMountPoint(target), false);
   });
 
+  it('gives up with EBUSY when the mount stays busy', async () => {
+    const target = await dir('busy-forever');
+    await mountAll([{ type: 'tmpfs', source: 'tmpfs', options: ['size=1m'] }], target);
+    const handle = await open(join(target, 'held'), 'w');
+    try {
+      await assert.rejects(unmount(target), { code: 'EBUSY', syscall: 'umount2' });
+    } finally {
+      await handle.close();
+      await unmountAll(target);
+    }
+  });
+
   it('rolls back earlier mounts when a later one fails', async () => {
     const target = await dir('rollback');
     await assert.rejects(

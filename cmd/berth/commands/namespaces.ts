@@ -1,0 +1,60 @@
+/** `berth namespaces create|ls|label|rm`, with ctr's flags and output. */
+import type { Command } from 'commander';
+import { action, UsageError } from '../action.js';
+import { labelString, parseLabelArgs, table } from '../output.js';
+import { isNotFound } from '../../../core/errdefs/errdefs.js';
+
+export function register(program: Command): void {
+  const ns = program.command('namespaces').alias('namespace').alias('ns').description('manage namespaces');
+  ns.command('create')
+    .alias('c')
+    .description('create a new namespace')
+    .argument('<name>')
+    .argument('[labels...]', 'key=value labels')
+    .action(action(async (ctx, [name, ...labels]) => {
+      const { NamespacesDefinition } = await import('../../../api/gen/services/namespaces/v1/namespace.js');
+      await ctx.connection.service(NamespacesDefinition).create({ namespace: { name, labels: parseLabelArgs(labels) } });
+    }));
+  ns.command('list')
+    .alias('ls')
+    .description('list namespaces')
+    .option('-q, --quiet', 'print only the namespace name')
+    .action(action(async (ctx, _args, opts) => {
+      const { NamespacesDefinition } = await import('../../../api/gen/services/namespaces/v1/namespace.js');
+      const { namespaces } = await ctx.connection.service(NamespacesDefinition).list({});
+      if (opts.quiet) { process.stdout.write(namespaces.map((n) => `${n.name}\n`).join('')); return; }
+      process.stdout.write(table([['NAME', 'LABELS'], ...namespaces.map((n) => [n.name, labelString(n.labels, '')])], 1));
+    }));
+  ns.command('label')
+    .description('set and clear labels for a namespace')
+    .argument('<name>')
+    .argument('[labels...]', 'key=value to set, key= to clear')
+    .action(action(async (ctx, [name, ...labels]) => {
+      const { NamespacesDefinition } = await import('../../../api/gen/services/namespaces/v1/namespace.js');
+      const set = parseLabelArgs(labels);
+      await ctx.connection.service(NamespacesDefinition).update({
+        namespace: { name, labels: set },
+        updateMask: Object.keys(set).map((k) => `labels.${k}`),
+      });
+    }));
+  ns.command('remove')
+    .alias('rm')
+    .description('remove one or more namespaces (they must be empty)')
+    .argument('<names...>')
+    .option('--cgroup, -c', 'also delete the namespace cgroup (ignored)')
+    .action(action(async (ctx, names) => {
+      const { NamespacesDefinition } = await import('../../../api/gen/services/namespaces/v1/namespace.js');
+      const svc = ctx.connection.service(NamespacesDefinition);
+      let failed = false;
+      for (const name of names) {
+        try {
+          await svc.delete({ name });
+          process.stdout.write(`${name}\n`);
+        } catch (err) {
+          failed = true;
+          process.stderr.write(`unable to delete ${name}: ${(err as Error).message}${isNotFound(err) ? '' : ''}\n`);
+        }
+      }
+      if (failed) throw new UsageError('unable to delete all namespaces');
+    }));
+}

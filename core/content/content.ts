@@ -1,0 +1,81 @@
+/**
+ * The content store contract: blobs addressed by digest, written through resumable,
+ * ref-locked writers. The local backend (io.containerd.content.v1.content), the namespaced
+ * metadata view over it, and proxy content plugins all implement it.
+ */
+import type { Readable } from 'node:stream';
+import type { Labels } from '../metadata/metadata.js';
+import type { RequestContext } from '../namespaces/namespaces.js';
+import { PluginType } from '../plugin/types.js';
+
+export interface ContentInfo {
+  digest: string;
+  size: number;
+  createdAt: Date;
+  updatedAt: Date;
+  labels: Labels;
+}
+
+/** Progress of an active ingest, keyed by the client's ref. */
+export interface IngestStatus {
+  ref: string;
+  offset: number;
+  total: number;
+  expected: string;
+  startedAt: Date;
+  updatedAt: Date;
+}
+
+export interface WriterOptions {
+  ref: string;
+  /** Expected total size (0 = unknown). */
+  total?: number;
+  /** Expected digest ('' = unknown). */
+  expected?: string;
+}
+
+/**
+ * A locked writer for one ref. Data is appended at `status().offset`; a restart from 0
+ * truncates. Commit verifies size and digest, then publishes the blob atomically.
+ */
+export interface ContentWriter {
+  status(): IngestStatus;
+  /** Digest of the bytes written so far. */
+  digest(): string;
+  write(data: Uint8Array): Promise<void>;
+  /** Discards written data and starts again at offset 0. */
+  truncate(): Promise<void>;
+  /** FAILED_PRECONDITION on size/digest mismatch (nothing is committed); ALREADY_EXISTS if present. */
+  commit(size: number, expected: string, labels?: Labels): Promise<void>;
+  /** Releases the lock, keeping the ingest for a later resume. */
+  close(): Promise<void>;
+}
+
+export interface ContentStore {
+  info(ctx: RequestContext, digest: string): Promise<ContentInfo>;
+  /** Applies labels under the field mask (`labels`, `labels.<key>`; none = replace all). */
+  update(ctx: RequestContext, digest: string, labels: Labels, fieldpaths: readonly string[]): Promise<ContentInfo>;
+  /** Every blob matching the filters (fields: digest, size, labels.<key>). */
+  list(ctx: RequestContext, filters: readonly string[]): AsyncIterable<ContentInfo>;
+  delete(ctx: RequestContext, digest: string): Promise<void>;
+  /** Streams `length` bytes (≤0: to the end) from `offset`; OUT_OF_RANGE past the end. */
+  read(ctx: RequestContext, digest: string, offset?: number, length?: number): Promise<Readable>;
+  status(ctx: RequestContext, ref: string): Promise<IngestStatus>;
+  /** Active ingests matching the filters (field: ref). */
+  listStatuses(ctx: RequestContext, filters: readonly string[]): Promise<IngestStatus[]>;
+  abort(ctx: RequestContext, ref: string): Promise<void>;
+  /** UNAVAILABLE when another writer holds the ref. */
+  writer(ctx: RequestContext, opts: WriterOptions): Promise<ContentWriter>;
+}
+
+declare module '../plugin/types.js' {
+  interface PluginTypeMap {
+    [PluginType.Content]: ContentStore;
+  }
+}
+
+/** Labels containerd clients set on content. */
+export const ContentLabel = Object.freeze({
+  uncompressed: 'containerd.io/uncompressed',
+  distributionSourcePrefix: 'containerd.io/distribution.source.',
+});
