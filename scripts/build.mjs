@@ -3,7 +3,7 @@
 // ~330 ms of module resolution to a fraction of it. Native addons stay external.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,10 +20,13 @@ const entries = {
 };
 const entryPoints = Object.fromEntries(Object.entries(entries).filter(([, p]) => existsSync(join(repo, p))).map(([k, p]) => [k, join(repo, p)]));
 
-rmSync(join(repo, 'dist'), { recursive: true, force: true });
+// Build into a staging directory and swap it in: tests running meanwhile keep a whole dist/.
+const dist = join(repo, 'dist');
+const staging = `${dist}.staging-${process.pid}`;
+rmSync(staging, { recursive: true, force: true });
 await build({
   entryPoints,
-  outdir: join(repo, 'dist'),
+  outdir: staging,
   bundle: true,
   splitting: true,
   format: 'esm',
@@ -40,4 +43,8 @@ await build({
   banner: { js: "import { createRequire as __berthCreateRequire } from 'node:module'; const require = __berthCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });
+const old = `${dist}.old-${process.pid}`;
+if (existsSync(dist)) renameSync(dist, old);
+renameSync(staging, dist);
+rmSync(old, { recursive: true, force: true });
 console.log(`build: ${Object.keys(entryPoints).join(', ')} -> dist/ (${readdirSync(join(repo, 'dist')).length} entries)`);

@@ -2,7 +2,7 @@
 // into api/gen, using the buf binary shipped in the @bufbuild/buf npm package and
 // ts-proto as a local plugin, so no protoc has to be installed on the machine.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -33,13 +33,21 @@ const template = {
   plugins: [{ local: bin('protoc-gen-ts_proto'), out, opt: tsProtoOptions, strategy: 'all' }],
 };
 
-rmSync(out, { recursive: true, force: true });
-mkdirSync(out, { recursive: true });
-const templatePath = join(out, '.buf.gen.json');
+// Generate into a fresh directory and swap it in, so a concurrent build or test never sees a
+// half-written api/gen.
+const staging = `${out}.staging-${process.pid}`;
+template.plugins[0].out = staging;
+rmSync(staging, { recursive: true, force: true });
+mkdirSync(staging, { recursive: true });
+const templatePath = join(staging, '.buf.gen.json');
 writeFileSync(templatePath, JSON.stringify(template));
 execFileSync(bin('buf'), ['generate', '--template', templatePath], {
   cwd: join(repo, 'api', 'proto'),
   stdio: 'inherit',
 });
 rmSync(templatePath);
+const old = `${out}.old-${process.pid}`;
+if (existsSync(out)) renameSync(out, old);
+renameSync(staging, out);
+rmSync(old, { recursive: true, force: true });
 console.log(`codegen: wrote ${out}`);

@@ -174,6 +174,7 @@ export function parse(s: string): Reference {
  * single-component docker.io names. No default tag is added (see parseDockerRef).
  */
 export function parseNormalizedNamed(s: string): Reference {
+  if (s === '') invalid(s, 'repository name must have at least one component');
   if (anchoredIdentifier.test(s)) {
     invalid(s, 'cannot specify 64-byte hexadecimal strings as a repository name');
   }

@@ -377,7 +377,14 @@ export class Fetcher {
         break;
       } catch (err) {
         stream?.destroy();
-        if (!isResumable(err) || resumes >= maxResumes || options.signal?.aborted) throw err;
+        if (!isResumable(err) || options.signal?.aborted) throw err;
+        if (resumes >= maxResumes) {
+          if (err instanceof BerthError) throw err;
+          throw new UnavailableError(
+            `${desc.digest}: download failed at byte ${received} of ${desc.size} after ${resumes} resumes: ${(err as Error)?.message ?? String(err)}`,
+            { cause: err },
+          );
+        }
         resumes++;
         await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** (resumes - 1), 2000)));
       }
