@@ -108,6 +108,7 @@ function parseEntry(server: string | undefined, t: Record<string, unknown>, base
   const overridePath = t.override_path;
   if (overridePath !== undefined && typeof overridePath !== 'boolean') tomlError(where, '"override_path" must be a boolean');
   if (server !== undefined) {
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(server) && !/^https?:\/\//i.test(server)) tomlError(where, `unsupported scheme in "${server}"`);
     const withScheme = /^https?:\/\//i.test(server) ? server : `https://${server}`;
     let u: URL;
     try {

@@ -304,7 +304,11 @@ export async function registryRequest(opts: RegistryRequestOptions): Promise<Raw
       signal: opts.signal,
       timeoutMs: opts.timeoutMs,
     });
-    if (payload instanceof Readable && res.status >= 300) payload.unpipe();
+    if (payload instanceof Readable && res.status >= 300) {
+      // The server answered before taking the whole body: stop sending and release the source.
+      payload.unpipe();
+      payload.destroy();
+    }
 
     if (res.status === 401 && host.authorizer && authRetries < MAX_AUTH_RETRIES && canReplay()) {
       const outcome = await host.authorizer.handleChallenge(url.host, res, { scopes, sentAuthorization: authorization, signal: opts.signal });

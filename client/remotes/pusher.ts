@@ -11,7 +11,7 @@
  * digest check out, so corrupt local content never completes an upload.
  */
 import { createHash } from 'node:crypto';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   FailedPreconditionError,
   InvalidArgumentError,
@@ -281,11 +281,9 @@ export class Pusher {
 
 function bodyFor(desc: Descriptor, source: PushSource): Buffer | Uint8Array | Readable | (() => Promise<Readable>) {
   if (source instanceof Uint8Array) return source;
-  const verify = (s: Readable) => {
-    const v = new VerifyingStream(desc);
-    s.on('error', (e) => v.destroy(e));
-    return s.pipe(v);
-  };
+  // pipeline() ties the two together: an error or early close on either side destroys both,
+  // so an abandoned upload never leaves the source (often a file) open.
+  const verify = (s: Readable) => pipeline(s, new VerifyingStream(desc), () => undefined);
   if (source instanceof Readable) return verify(source);
   return async () => verify(await source());
 }

@@ -108,13 +108,18 @@ export class RepositoryBase {
     return this.hosts.filter((h) => h.capabilities.includes(cap));
   }
 
-  /** API path for this repository on `host`: <host path>/<repo>/<parts…> (+ ?ns= for mirrors). */
+  /** API path for this repository on `host`: <host path>/<repo>/<parts…>. */
   path(host: RegistryHost, ...parts: string[]): string {
     const segs = [host.path, this.repository, ...parts].flatMap((p) => p.split('/')).filter(Boolean);
     let p = `/${segs.join('/')}`;
     if (parts.length > 0 && parts[parts.length - 1].endsWith('/')) p += '/';
-    if (this.isMirror(host)) p += `?ns=${encodeURIComponent(this.ref.domain)}`;
     return p;
+  }
+
+  /** Like path(), plus ?ns=<namespace> when `host` is a mirror, so a pull-through proxy knows the upstream. */
+  pullPath(host: RegistryHost, ...parts: string[]): string {
+    const p = this.path(host, ...parts);
+    return this.isMirror(host) ? `${p}?ns=${encodeURIComponent(this.ref.domain)}` : p;
   }
 
   /** True when `host` serves this namespace on behalf of another registry (a mirror). */
@@ -170,11 +175,12 @@ export class Resolver {
     let firstErr: Error | undefined;
     for (const parts of paths) {
       for (const host of hosts) {
-        const target = base.path(host, ...parts);
+        const target = base.pullPath(host, ...parts);
         let res: RawResponse;
         try {
           res = await base.request(host, 'HEAD', target, { headers: { accept: RESOLVE_ACCEPT }, scopes, signal: options.signal });
         } catch (err) {
+          if (options.signal?.aborted) throw err;
           if (err instanceof PermissionDeniedError) {
             firstErr ??= new PermissionDeniedError(`pull access denied for ${r}, repository does not exist or may require authorization: ${err.message}`, { cause: err });
           } else firstErr ??= err as Error;
@@ -203,8 +209,9 @@ export class Resolver {
             digest = header;
           }
         }
-        if (!digest || size === undefined) {
-          // No usable digest/length from HEAD (or HEAD was refused): read the manifest and measure it.
+        if (!digest || size === undefined || (!mediaType && parts[0] === 'manifests')) {
+          // No usable digest, length or media type from HEAD (or HEAD was refused): read the
+          // manifest, measure it and take the media type from its body when the headers lack it.
           let get = res;
           if (res.method === 'HEAD') {
             get = await base.request(host, 'GET', target, { headers: { accept: RESOLVE_ACCEPT }, scopes, signal: options.signal });
@@ -231,7 +238,8 @@ export class Resolver {
           firstErr ??= new NotFoundError(`rejecting ${size} byte manifest for ${r}`);
           continue;
         }
-        return { name: r.toString(), descriptor: { mediaType: mediaType || MediaTypes.OCI_MANIFEST, digest, size } };
+        const fallbackType = parts[0] === 'blobs' ? 'application/octet-stream' : MediaTypes.OCI_MANIFEST;
+        return { name: r.toString(), descriptor: { mediaType: mediaType || fallbackType, digest, size } };
       }
     }
     throw firstErr ?? new NotFoundError(`${r}`);
@@ -436,7 +444,7 @@ export class Fetcher {
     if (hosts.length === 0) throw new NotFoundError(`no pull hosts for ${base.ref}`);
     for (const host of hosts) {
       try {
-        return await this.openOn(host, base.path(host, kind, desc.digest), headers, scopes, offset, options.signal);
+        return await this.openOn(host, base.pullPath(host, kind, desc.digest), headers, scopes, offset, options.signal);
       } catch (err) {
         if (options.signal?.aborted) throw err;
         firstErr ??= err as Error;

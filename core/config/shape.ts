@@ -80,10 +80,16 @@ export function checkShape(
   }
 }
 
-/** Deep merge of a parsed table over a clone of the defaults (arrays and scalars replace). */
+/**
+ * Deep merge of a parsed table over a clone of the defaults (arrays and scalars replace).
+ * Keys the defaults do not have are dropped (they were reported as warnings), except inside
+ * tables whose default is empty: those are free-form maps.
+ */
 export function mergeOver<T>(defaults: T, value: Record<string, unknown> | undefined): T {
   const out = structuredClone(defaults) as Record<string, unknown>;
+  const open = Object.keys(out).length === 0;
   for (const [k, v] of Object.entries(value ?? {})) {
+    if (!open && !(k in out)) continue;
     const cur = out[k];
     out[k] = kindOf(cur) === 'table' && kindOf(v) === 'table' ? mergeOver(cur, v as Record<string, unknown>) : v;
   }

@@ -87,6 +87,12 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyO
   if (opts.mode !== 'overlay' && opts.mode !== 'direct') {
     throw new InvalidArgumentError(`unknown apply mode ${JSON.stringify(opts.mode)}`);
   }
+  // Listen for source errors from the start: the stream may fail while the root is checked.
+  let sourceError: unknown;
+  const onSourceError = (err: unknown) => {
+    sourceError ??= err;
+  };
+  tarStream.on('error', onSourceError);
   let realRoot: string;
   try {
     realRoot = await fsp.realpath(root);
@@ -97,6 +103,8 @@ export async function applyLayer(tarStream: Readable, root: string, opts: ApplyO
     throw err;
   }
   const applier = new Applier(realRoot, opts);
+  if (sourceError !== undefined) applier.fail(sourceError);
+  tarStream.off('error', onSourceError);
   return applier.run(tarStream);
 }
 
@@ -603,6 +611,12 @@ class Applier {
     if (base.startsWith(WHITEOUT_PREFIX)) {
       e.resume();
       await this.whiteout(e, parentLex, base);
+      return;
+    }
+    if (parentLex.includes(WHITEOUT_META_PREFIX) && parentLex.split('/').some((c) => c.startsWith(WHITEOUT_META_PREFIX))) {
+      // Content of AUFS bookkeeping directories (".wh..wh.plnk/...") is not part of the image.
+      e.resume();
+      this.warn(`ignoring whiteout metadata entry ${JSON.stringify(e.path)}`);
       return;
     }
 

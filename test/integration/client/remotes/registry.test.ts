@@ -163,6 +163,14 @@ describe('registry client against docker-registry', { timeout: 120_000 }, () => 
     assert.equal(res.digest, img.layer.desc.digest);
     assert.deepEqual(Buffer.concat(rest), img.layer.bytes.subarray(N));
 
+    // A corrupted local prefix is caught when resuming: the digest over prefix + tail differs.
+    const corrupted = Buffer.from(img.layer.bytes.subarray(0, N));
+    corrupted[0] ^= 0xff;
+    await assert.rejects(
+      fetcher.fetchVerified(img.layer.desc, () => undefined, { offset: N, existing: corrupted }),
+      (err: Error) => err instanceof FailedPreconditionError && /digest mismatch/.test(err.message),
+    );
+
     const end = await fetcher.fetchBlob(img.layer.desc, { offset: img.layer.desc.size });
     assert.equal((await end.toArray()).length, 0);
   });
@@ -215,6 +223,11 @@ describe('registry client against docker-registry', { timeout: 120_000 }, () => 
       assert.deepEqual(descriptor, img.index.desc);
       const f = await r.fetcher('registry.example.invalid/test/app:v1');
       assert.deepEqual(await f.fetchBytes(img.config.desc), img.config.bytes);
+      // Pushes go to the first push-capable host: the server.
+      const p = await r.pusher('registry.example.invalid/via/hosts:v2');
+      const results = await pushImage(p, img.index.desc, (d) => img.blobs.get(d.digest)!);
+      assert.equal(results.get(img.index.desc.digest), 'uploaded');
+      assert.deepEqual((await resolver.resolve(`${reg.host}/via/hosts:v2`)).descriptor, img.index.desc);
     } finally {
       await rm(configPath, { recursive: true, force: true });
     }

@@ -46,7 +46,8 @@ describe('parseWWWAuthenticate', () => {
   });
   it('tolerates garbage', () => {
     assert.deepEqual(parseWWWAuthenticate(''), []);
-    assert.deepEqual(parseWWWAuthenticate('=x, ""'), []);
+    assert.deepEqual(parseWWWAuthenticate(' , ,"" '), []);
+    assert.deepEqual(parseWWWAuthenticate('a=b, Basic realm="r"'), [{ scheme: 'basic', params: { realm: 'r' } }]);
     assert.deepEqual(parseWWWAuthenticate('Bearer realm="unterminated')[0].params, { realm: 'unterminated' });
   });
   it('splits scopes', () => {

@@ -68,7 +68,7 @@ server = "https://registry-1.docker.io"
       `
 [host."https://m.example"]
   ca = ["a.pem", "/abs/b.pem"]
-  client = [["c.cert", "c.key"], "combined.pem"]
+  client = [["c.cert", "c.key"], ["d.cert", "/abs/d.key"]]
   header = { x-one = "1", x-many = ["a", "b"] }
 `,
       '/base',
@@ -76,11 +76,13 @@ server = "https://registry-1.docker.io"
     assert.deepEqual(h.ca, ['/base/a.pem', '/abs/b.pem']);
     assert.deepEqual(h.client, [
       ['/base/c.cert', '/base/c.key'],
-      ['/base/combined.pem', ''],
+      ['/base/d.cert', '/abs/d.key'],
     ]);
     assert.deepEqual(h.header, { 'x-one': ['1'], 'x-many': ['a', 'b'] });
     const [single] = parseHostsToml('[host."https://m"]\nclient = "one.pem"', '/b');
     assert.deepEqual(single.client, [['/b/one.pem', '']]);
+    const [list] = parseHostsToml('[host."https://m"]\nclient = ["one.pem", "two.pem"]', '/b');
+    assert.deepEqual(list.client, [['/b/one.pem', ''], ['/b/two.pem', '']]);
   });
 
   it('rejects bad values naming the file and the problem', () => {

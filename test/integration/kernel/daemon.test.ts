@@ -1,0 +1,140 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { berth, BERTHD, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { NamespacesDefinition } from '../../../api/gen/services/namespaces/v1/namespace.js';
+import { VersionDefinition } from '../../../api/gen/services/version/v1/version.js';
+import { HealthDefinition } from '../../../api/gen/grpc/health/v1/health.js';
+import { isFailedPrecondition, isAlreadyExists, isInvalidArgument } from '../../../core/errdefs/errdefs.js';
+
+let d: TestDaemon;
+before(async () => { d = await startDaemon(); });
+after(async () => { await d?.dispose(); });
+
+test('socket is 0660 and serves version and health', async () => {
+  assert.equal(statSync(d.address).mode & 0o777, 0o660);
+  const c = d.connect();
+  const v = await c.service(VersionDefinition).version({});
+  assert.match(v.version, /^1\.6\.20\+berth/);
+  assert.equal((await c.service(HealthDefinition).check({})).status, 1);
+});
+
+test('namespaces over the real socket: create, get, list with filter, update mask, delete', async () => {
+  const ns = d.connect().service(NamespacesDefinition);
+  await ns.create({ namespace: { name: 'team-a', labels: { owner: 'x' } } });
+  await assert.rejects(ns.create({ namespace: { name: 'team-a' } }), isAlreadyExists);
+  await assert.rejects(ns.create({ namespace: { name: 'bad/name' } }), isInvalidArgument);
+  assert.deepEqual((await ns.get({ name: 'team-a' })).namespace?.labels, { owner: 'x' });
+  assert.deepEqual((await ns.get({ name: 'never-made' })).namespace?.labels, {});
+  await ns.update({ namespace: { name: 'team-a', labels: { tier: 'gold' } }, updateMask: ['labels.tier'] });
+  assert.deepEqual((await ns.get({ name: 'team-a' })).namespace?.labels, { owner: 'x', tier: 'gold' });
+  const listed = await ns.list({ filter: 'labels.tier==gold' });
+  assert.deepEqual(listed.namespaces.map((n) => n.name), ['team-a']);
+  await ns.delete({ name: 'team-a' });
+  assert.equal((await ns.list({})).namespaces.some((n) => n.name === 'team-a'), false);
+  await assert.rejects(ns.update({ namespace: { name: 'x' }, updateMask: ['name'] }), isInvalidArgument);
+});
+
+test('the real ctr client talks to berthd', async () => {
+  const v = await ctr(d.address, ['version']);
+  assert.equal(v.code, 0, v.stderr);
+  assert.match(v.stdout, /Server:\s+Version:\s+1\.6\.20\+berth/);
+  assert.match(v.stdout, /UUID: [0-9a-f-]{36}/);
+  assert.equal((await ctr(d.address, ['namespaces', 'create', 'ctr-ns', 'team=a'])).code, 0);
+  const ls = await ctr(d.address, ['namespaces', 'ls']);
+  assert.match(ls.stdout, /^ctr-ns\s+team=a\s*$/m);
+  assert.equal((await ctr(d.address, ['namespaces', 'label', 'ctr-ns', 'team=b'])).code, 0);
+  assert.match((await ctr(d.address, ['namespaces', 'ls'])).stdout, /^ctr-ns\s+team=b\s*$/m);
+  assert.equal((await ctr(d.address, ['namespaces', 'rm', 'ctr-ns'])).code, 0);
+  const plugins = await ctr(d.address, ['plugins', 'ls']);
+  assert.match(plugins.stdout, /io\.containerd\.grpc\.v1\s+version\s+-\s+ok/);
+});
+
+test('berth CLI: version, plugins ls -d filter, graph, namespaces', async () => {
+  const v = await berth(d.address, ['version']);
+  assert.equal(v.code, 0, v.stderr);
+  assert.match(v.stdout, /Server:\n\s+Version:\s+1\.6\.20/);
+  const p = await berth(d.address, ['plugins', 'ls', '-d', 'id==introspection']);
+  assert.match(p.stdout, /Type:\s+io\.containerd\.grpc\.v1/);
+  assert.doesNotMatch(p.stdout, /ID:\s+version/);
+  const dot = await berth(d.address, ['plugins', 'graph', '--dot']);
+  assert.match(dot.stdout, /^digraph plugins/);
+  assert.match(dot.stdout, /"io\.containerd\.grpc\.v1\.namespaces" -> "io\.containerd\.service\.v1\.namespaces-service"/);
+  assert.equal((await berth(d.address, ['namespaces', 'create', 'cli-ns', 'k=v'])).code, 0);
+  assert.match((await berth(d.address, ['ns', 'ls'])).stdout, /^cli-ns\s+k=v$/m);
+  assert.equal((await berth(d.address, ['ns', 'rm', 'cli-ns'])).code, 0);
+});
+
+test('an unreachable daemon gets one clear line', async () => {
+  const r = await berth('/tmp/berth-no-such.sock', ['version']);
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.trim(), 'berth: cannot connect to /tmp/berth-no-such.sock: no such socket (is the daemon running?)');
+});
+
+test('a live socket is refused, a stale one is replaced, SIGTERM removes the socket', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-sock-'));
+  const live = join(dir, 'live.sock');
+  const server = createServer().listen(live);
+  await new Promise((r) => server.once('listening', r));
+  const r = await runCommand(process.execPath, [BERTHD, '--root', join(dir, 'r'), '--state', join(dir, 's'), '--address', live]);
+  server.close();
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /another daemon is already serving on this socket/);
+
+  // A socket file nobody answers on (left by a crashed daemon) is replaced.
+  const stale = join(dir, 'stale.sock');
+  execFileSync('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', stale]);
+  assert.ok(existsSync(stale));
+  const child = spawn(process.execPath, [BERTHD, '--root', join(dir, 'r2'), '--state', join(dir, 's2'), '--address', stale], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr.on('data', (b) => (log += b));
+  for (let i = 0; i < 200 && !/successfully booted/.test(log); i++) await new Promise((res) => setTimeout(res, 25));
+  assert.match(log, /successfully booted/);
+  assert.equal((await ctr(stale, ['version'])).code, 0);
+  const exited = new Promise((res) => child.once('exit', res));
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0);
+  assert.equal(existsSync(stale), false, 'socket removed on SIGTERM');
+  assert.match(log, /berthd stopped/);
+});
+
+test('bad config exits non-zero with file and position', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-cfg-'));
+  const cfg = join(dir, 'c.toml');
+  writeFileSync(cfg, 'version = 2\n[grpc]\n  uid = "root"\n');
+  const r = await runCommand(process.execPath, [BERTHD, '--config', cfg]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /c\.toml: grpc\.uid: expected an integer, got string "root"/);
+  writeFileSync(cfg, 'version = 2\nroot = \n');
+  const r2 = await runCommand(process.execPath, [BERTHD, '--config', cfg]);
+  assert.equal(r2.code, 1);
+  assert.match(r2.stderr, /c\.toml:2:\d+: invalid TOML/);
+  const r3 = await runCommand(process.execPath, [BERTHD, '--config', join(dir, 'missing.toml')]);
+  assert.equal(r3.code, 1);
+  assert.match(r3.stderr, /missing\.toml: cannot read config file/);
+});
+
+test('config default is complete TOML that loads back; config dump shows the merged result', async () => {
+  const def = await runCommand(process.execPath, [BERTHD, 'config', 'default']);
+  assert.equal(def.code, 0, def.stderr);
+  assert.match(def.stdout, /root = "\/var\/lib\/berth"/);
+  assert.match(def.stdout, /\[plugins\."io\.containerd\.metadata\.v1\.sqlite"\]/);
+  const dir = mkdtempSync(join(tmpdir(), 'berth-cfg-'));
+  writeFileSync(join(dir, 'd.toml'), def.stdout);
+  const dump = await runCommand(process.execPath, [BERTHD, '--config', join(dir, 'd.toml'), 'config', 'dump']);
+  assert.equal(dump.code, 0, dump.stderr);
+  assert.match(dump.stdout, /content_sharing_policy = "shared"/);
+});
+
+test('namespace delete refuses... and health after requests', async () => {
+  // Namespaces that hold nothing can always be removed.
+  const ns = d.connect().service(NamespacesDefinition);
+  await ns.create({ namespace: { name: 'empty-one' } });
+  await ns.delete({ name: 'empty-one' });
+  await assert.rejects(ns.delete({ name: 'empty-one' }), (e: Error) => /not found/.test(e.message));
+  assert.ok(!isFailedPrecondition(new Error('x')));
+});
