@@ -29,6 +29,10 @@ export interface ConnectionOptions {
 export interface CallOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Overrides the connection's namespace for this call (proxies forward the caller's). */
+  namespace?: string;
+  /** Overrides the connection's lease for this call. */
+  lease?: string;
 }
 
 /** A message codec as ts-proto generates it. */
@@ -109,6 +113,9 @@ export class Connection {
     this.client = new grpc.Client(target, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': 16 << 20,
       'grpc.max_send_message_length': 16 << 20,
+      // Reconnect quickly when a daemon or proxy peer comes back (containerd caps backoff at 3 s).
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 3000,
     });
     this.namespace = options.namespace;
     this.lease = options.lease;
@@ -130,13 +137,17 @@ export class Connection {
         reject(new ConnectError(`cannot connect to ${this.options.address}: ${connectReason(err.message)}`));
       });
     });
+    // A failed wait is not remembered: the next call tries again (the daemon may be back).
+    this.ready.catch(() => { this.ready = undefined; });
     return this.ready;
   }
 
-  private metadata(): grpc.Metadata {
+  private metadata(opts?: CallOptions): grpc.Metadata {
     const md = new grpc.Metadata();
-    md.set(NAMESPACE_HEADER, this.namespace);
-    if (this.lease) md.set(LEASE_HEADER, this.lease);
+    const ns = opts?.namespace ?? this.namespace;
+    if (ns) md.set(NAMESPACE_HEADER, ns);
+    const lease = opts?.lease ?? this.lease;
+    if (lease) md.set(LEASE_HEADER, lease);
     return md;
   }
 
@@ -155,8 +166,9 @@ export class Connection {
       if (m.requestStream) {
         out[name] = async (opts?: CallOptions) => {
           await this.waitReady();
-          const call = this.client.makeBidiStreamRequest(path, serialize, deserialize, this.metadata(), this.callOptions(opts));
-          opts?.signal?.addEventListener('abort', () => call.cancel(), { once: true });
+          const call = this.client.makeBidiStreamRequest(path, serialize, deserialize, this.metadata(opts), this.callOptions(opts));
+          const detach = cancelOn(opts?.signal, () => call.cancel());
+          call.once('close', detach);
           const conn = this;
           return {
             write: (req: unknown) =>
@@ -182,10 +194,12 @@ export class Connection {
         out[name] = async (req: unknown, opts?: CallOptions) => {
           await this.waitReady();
           return new Promise((resolve, reject) => {
-            const call = this.client.makeUnaryRequest(path, serialize, deserialize, req, this.metadata(), this.callOptions(opts), (err, res) =>
-              err ? reject(mapError(err, this.options.address)) : resolve(res),
-            );
-            opts?.signal?.addEventListener('abort', () => call.cancel(), { once: true });
+            const call = this.client.makeUnaryRequest(path, serialize, deserialize, req, this.metadata(opts), this.callOptions(opts), (err, res) => {
+              detach();
+              if (err) reject(mapError(err, this.options.address));
+              else resolve(res);
+            });
+            const detach = cancelOn(opts?.signal, () => call.cancel());
           });
         };
       }
@@ -201,14 +215,15 @@ export class Connection {
     opts?: CallOptions,
   ): AsyncIterable<unknown> {
     await this.waitReady();
-    const call = this.client.makeServerStreamRequest(path, serialize, deserialize, req, this.metadata(), this.callOptions(opts));
-    opts?.signal?.addEventListener('abort', () => call.cancel(), { once: true });
+    const call = this.client.makeServerStreamRequest(path, serialize, deserialize, req, this.metadata(opts), this.callOptions(opts));
+    const detach = cancelOn(opts?.signal, () => call.cancel());
     try {
       for await (const item of call) yield item;
     } catch (err) {
       if ((err as grpc.ServiceError).code === grpc.status.CANCELLED && opts?.signal?.aborted) return;
       throw mapError(err as grpc.ServiceError, this.options.address);
     } finally {
+      detach();
       call.cancel();
     }
   }
@@ -223,3 +238,10 @@ export class Connection {
   }
 }
 
+
+/** Cancels a call when `signal` aborts; returns the function that stops listening (no leaks on long-lived signals). */
+function cancelOn(signal: AbortSignal | undefined, cancel: () => void): () => void {
+  if (!signal) return () => undefined;
+  signal.addEventListener('abort', cancel, { once: true });
+  return () => signal.removeEventListener('abort', cancel);
+}

@@ -2,7 +2,9 @@
 // Builds a small busybox image archive from the host's busybox-static, with no registry or
 // image tooling: one gzip layer (busybox + applet links + /etc/passwd), an OCI config,
 // manifest and index, written as an OCI archive (default) or a docker archive.
-//   node scripts/make-image.mjs --out FILE [--format oci|docker] [--name REF]
+//   node scripts/make-image.mjs --out FILE [--format oci|docker] [--name REF] [--extra-mb N --extra-files N]
+// --extra-* add a second directory of generated files (half random, half text) for
+// benchmarks that need a big image.
 // The quickstart imports it; tests build their fixtures with it too.
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
@@ -14,6 +16,7 @@ import * as tar from 'tar';
 
 const { values } = parseArgs({ options: {
   out: { type: 'string' }, format: { type: 'string', default: 'oci' }, name: { type: 'string', default: 'docker.io/library/busybox:latest' },
+  'extra-mb': { type: 'string', default: '0' }, 'extra-files': { type: 'string', default: '0' },
 } });
 if (!values.out) { console.error('usage: make-image.mjs --out FILE [--format oci|docker] [--name REF]'); process.exit(2); }
 const busybox = ['/usr/bin/busybox', '/bin/busybox'].find(existsSync);
@@ -33,6 +36,20 @@ try {
   writeFileSync(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n');
   writeFileSync(join(root, 'etc', 'group'), 'root:x:0:\nnogroup:x:65534:\n');
 
+  const extraFiles = Number(values['extra-files']);
+  const extraBytes = Number(values['extra-mb']) * 1024 * 1024;
+  if (extraFiles > 0) {
+    // Deterministic content: a seeded xorshift for the random half, repeated words for the rest.
+    let x = 0x9e3779b9;
+    const rand = (n) => { const b = Buffer.allocUnsafe(n); for (let i = 0; i < n; i++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; b[i] = x & 0xff; } return b; };
+    const text = (n) => Buffer.from('berth benchmark payload line\n'.repeat(Math.ceil(n / 29))).subarray(0, n);
+    const per = Math.max(1, Math.floor(extraBytes / extraFiles));
+    for (let i = 0; i < extraFiles; i++) {
+      const dirPath = join(root, 'usr', 'share', 'bench', `d${i % 300}`);
+      mkdirSync(dirPath, { recursive: true });
+      writeFileSync(join(dirPath, `f${i}`), i % 2 ? rand(per) : text(per));
+    }
+  }
   const layerTar = join(work, 'layer.tar');
   await tar.c({ file: layerTar, cwd: root, portable: true, mtime: new Date('2024-01-01T00:00:00Z') }, ['.']);
   const raw = readFileSync(layerTar);

@@ -6,7 +6,8 @@
 import type { Readable } from 'node:stream';
 import type { Labels } from '../metadata/metadata.js';
 import type { RequestContext } from '../namespaces/namespaces.js';
-import { PluginType } from '../plugin/types.js';
+import type { Adaptor } from '../filters/filters.js';
+import { PluginType, serviceRef } from '../plugin/types.js';
 
 export interface ContentInfo {
   digest: string;
@@ -79,3 +80,46 @@ export const ContentLabel = Object.freeze({
   uncompressed: 'containerd.io/uncompressed',
   distributionSourcePrefix: 'containerd.io/distribution.source.',
 });
+
+/** The content service (io.containerd.service.v1.content-service): namespaced content plus events. */
+export const ContentServiceRef = serviceRef<ContentStore>(PluginType.Service, 'content-service');
+
+/** Hex length of the digest algorithms content stores accept. */
+const DIGEST_HEX: Readonly<Record<string, number>> = { sha256: 64, sha384: 96, sha512: 128 };
+
+/**
+ * Why `value` is not a usable content digest (`<alg>:<lowercase hex>` of the algorithm's
+ * length), in go-digest's words; undefined when it is valid.
+ */
+export function digestProblem(value: string): string | undefined {
+  const i = value.indexOf(':');
+  if (i <= 0 || i === value.length - 1) return 'invalid checksum digest format';
+  const alg = value.slice(0, i);
+  const hex = value.slice(i + 1);
+  const want = Object.prototype.hasOwnProperty.call(DIGEST_HEX, alg) ? DIGEST_HEX[alg] : undefined;
+  if (want === undefined) return 'unsupported digest algorithm';
+  if (hex.length !== want) return 'invalid checksum digest length';
+  if (!/^[a-f0-9]+$/.test(hex)) return 'invalid checksum digest format';
+  return undefined;
+}
+
+/** Filter fields of content: `digest`, `size`, `labels.<key>` (containerd's AdaptInfo, plus size). */
+export function contentInfoAdaptor(info: ContentInfo): Adaptor {
+  return (path) => {
+    const none = { value: '', present: false };
+    switch (path[0]) {
+      case 'digest': return path.length === 1 ? { value: info.digest, present: true } : none;
+      case 'size': return path.length === 1 ? { value: String(info.size), present: true } : none;
+      case 'labels': {
+        const key = path.slice(1).join('.');
+        return Object.prototype.hasOwnProperty.call(info.labels, key) ? { value: info.labels[key]!, present: true } : none;
+      }
+      default: return none;
+    }
+  };
+}
+
+/** Filter fields of ingests: `ref`. */
+export function ingestStatusAdaptor(st: IngestStatus): Adaptor {
+  return (path) => (path.length === 1 && path[0] === 'ref' ? { value: st.ref, present: true } : { value: '', present: false });
+}

@@ -5,6 +5,7 @@
  */
 import type { Labels } from '../metadata/metadata.js';
 import type { RequestContext } from '../namespaces/namespaces.js';
+import { PluginType, serviceRef } from '../plugin/types.js';
 
 export interface Lease {
   id: string;
@@ -28,3 +29,6 @@ export interface LeaseManager {
   deleteResource(ctx: RequestContext, lease: string, resource: LeaseResource): Promise<void>;
   listResources(ctx: RequestContext, lease: string): Promise<LeaseResource[]>;
 }
+
+/** The leases service (io.containerd.service.v1.leases-service): the lease manager plus synchronous gc on delete. */
+export const LeasesServiceRef = serviceRef<LeaseManager>(PluginType.Service, 'leases-service');

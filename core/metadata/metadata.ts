@@ -45,6 +45,11 @@ export interface GcNode {
   namespace: string;
   /** For snapshots: `<snapshotter>/<key>`; for content: the digest. */
   id: string;
+  /**
+   * Reached through a lease labelled `containerd.io/gc.flat`: the node is kept, but its label
+   * references are not followed (snapshot parents still are).
+   */
+  flat?: boolean;
 }
 
 /**
@@ -99,8 +104,15 @@ export interface Metadata {
   onChange(fn: (kind: 'deletion' | 'mutation') => void): void;
 }
 
+/** The gc scheduler's instance (io.containerd.gc.v1.scheduler). */
+export interface GcScheduler {
+  /** Schedules a collection now and resolves with its stats once one that started after this call ends. */
+  scheduleAndWait(signal?: AbortSignal): Promise<GcStats>;
+}
+
 declare module '../plugin/types.js' {
   interface PluginTypeMap {
     [PluginType.Metadata]: Metadata;
+    [PluginType.GC]: GcScheduler;
   }
 }

@@ -22,10 +22,14 @@ export interface DaemonArgs {
   logLevel?: string;
   version: boolean;
   help: boolean;
+  /** `publish` subcommand flags (shims of runtime v1 call `<daemon> --address A publish --topic T --namespace NS`). */
+  topic?: string;
+  namespace?: string;
 }
 
 const USAGE = `usage: berthd [--config FILE] [--root DIR] [--state DIR] [--address SOCKET] [--log-level LEVEL]
        berthd config default|dump [--config FILE]
+       berthd --address SOCKET publish --topic TOPIC --namespace NS < any.pb
        berthd --version`;
 
 export function parseDaemonArgs(argv: string[]): DaemonArgs {
@@ -41,6 +45,8 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
         'log-level': { type: 'string', short: 'l' },
         version: { type: 'boolean', short: 'v', default: false },
         help: { type: 'boolean', short: 'h', default: false },
+        topic: { type: 'string' },
+        namespace: { type: 'string' },
       },
     });
     return {
@@ -52,6 +58,8 @@ export function parseDaemonArgs(argv: string[]): DaemonArgs {
       logLevel: values['log-level'],
       version: values.version ?? false,
       help: values.help ?? false,
+      topic: values.topic,
+      namespace: values.namespace,
     };
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}\n${USAGE}`);
@@ -101,6 +109,10 @@ export async function runDaemonCommand(
     }
     throw new ConfigError(`unknown config command ${JSON.stringify(sub ?? '')}: expected "default" or "dump"`);
   }
+  if (cmd === 'publish') {
+    await publishEvent(args);
+    return 0;
+  }
   if (cmd !== undefined) throw new ConfigError(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
 
   const { config, warnings, path } = await configFor(args);
@@ -119,4 +131,36 @@ export async function runDaemonCommand(
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
   return undefined;
+}
+
+/**
+ * `publish`: reads a marshalled google.protobuf.Any from stdin and sends it with Events.Publish
+ * to the daemon at --address in --namespace (what containerd-shim, runtime v1, runs for every
+ * event it raises).
+ */
+async function publishEvent(args: DaemonArgs): Promise<void> {
+  const { InvalidArgumentError, fromStatus } = await import('../errdefs/errdefs.js');
+  if (!args.topic) throw new InvalidArgumentError('topic required to publish event');
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const { Any } = await import('../../api/gen/google/protobuf/any.js');
+  const event = Any.decode(Buffer.concat(chunks));
+  const grpcModule = await import('@grpc/grpc-js');
+  // A CommonJS module: bundled, its exports sit on `default`.
+  const grpc = ((grpcModule as unknown as { default?: typeof grpcModule }).default ?? grpcModule) as typeof grpcModule;
+  const { EventsClient } = await import('../../api/gen/services/events/v1/events.js');
+  const address = args.address ?? '';
+  const client = new EventsClient(address.startsWith('unix:') ? address : `unix://${address}`, grpc.credentials.createInsecure());
+  try {
+    const md = new grpc.Metadata();
+    if (args.namespace) md.set('containerd-namespace', args.namespace);
+    await new Promise<void>((resolve, reject) => {
+      client.publish({ topic: args.topic!, event }, md, { deadline: Date.now() + 10_000 }, (err) => {
+        if (err) reject(fromStatus(err.code, err.details ?? err.message));
+        else resolve();
+      });
+    });
+  } finally {
+    client.close();
+  }
 }

@@ -83,3 +83,51 @@ export function inheritedLabels(labels: Labels | undefined): Labels {
   }
   return out;
 }
+
+/** containerd's Kind.String(): "View", "Active", "Committed" ("Unknown" otherwise). */
+export function kindString(k: Kind): string {
+  switch (k) {
+    case Kind.View: return 'View';
+    case Kind.Active: return 'Active';
+    case Kind.Committed: return 'Committed';
+    default: return 'Unknown';
+  }
+}
+
+/** Parses a kind name case-insensitively; Unknown for anything else. */
+export function parseKind(s: string): Kind {
+  switch (s.toLowerCase()) {
+    case 'view': return Kind.View;
+    case 'active': return Kind.Active;
+    case 'committed': return Kind.Committed;
+    default: return Kind.Unknown;
+  }
+}
+
+/**
+ * The filter fields of a snapshot (`name`, `parent`, `kind`, `labels.<key>`), in the shape
+ * core/filters' Adaptor expects. `parent` is always present (possibly empty) so that
+ * `parent!=""` selects snapshots that have one; `kind` is the lower-case kind name.
+ */
+export function snapshotFilterAdaptor(info: SnapshotInfo): (fieldpath: string[]) => { value: string; present: boolean } {
+  return (path) => {
+    const none = { value: '', present: false };
+    switch (path[0]) {
+      case 'name': return { value: info.name, present: true };
+      case 'parent': return { value: info.parent, present: true };
+      case 'kind': return info.kind === Kind.Unknown ? none : { value: kindName(info.kind), present: true };
+      case 'labels': {
+        const key = path.slice(1).join('.');
+        return Object.prototype.hasOwnProperty.call(info.labels, key) ? { value: info.labels[key]!, present: true } : none;
+      }
+      default: return none;
+    }
+  };
+}
+
+/** Snapshotters that can reclaim storage of removed snapshots (overlayfs, proxies). */
+export interface Cleaner {
+  cleanup(ctx: RequestContext): Promise<void>;
+}
+
+export const isCleaner = (s: unknown): s is Cleaner => typeof (s as Partial<Cleaner> | undefined)?.cleanup === 'function';

@@ -60,6 +60,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     '[debug]',
     `  level = "${opts.logLevel ?? 'info'}"`,
     opts.extraConfig ?? '',
+    // Keep installs inside the test directory unless the test configures opt itself.
+    opts.extraConfig?.includes('internal.v1.opt') ? '' : `[plugins."io.containerd.internal.v1.opt"]\n  path = "${join(dir, 'opt')}"`,
   ].join('\n'));
   let logText = '';
   const connections: Connection[] = [];
@@ -81,6 +83,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
       await terminate(d.process, 'SIGKILL');
     },
     restart: async () => {
+      logText += '\n--- restart ---\n';
       d.process = await launch();
     },
     dispose: async () => {
@@ -94,7 +97,8 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     child.stderr!.on('data', (b) => (logText += b.toString()));
-    await waitForSocket(address, child, () => logText);
+    const from = logText.length;
+    await waitForSocket(address, child, () => logText.slice(from));
     return child;
   };
   d.process = await launch();
@@ -140,6 +144,8 @@ export function runCommand(cmd: string, args: string[], opts: { input?: Buffer |
     child.stderr.on('data', (b) => (stderr += b));
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
+    // A child that exits before reading its input must not fail the caller with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }

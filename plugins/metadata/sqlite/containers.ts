@@ -245,7 +245,7 @@ export class SqliteContainerStore implements ContainerStore, NamespaceResource, 
 
   // GcSource: every container is a root; its edges are its snapshot and its label references.
   *roots(): Iterable<GcNode> {
-    for (const r of this.q.all.iterate()) yield { kind: 'container', namespace: r.namespace, id: r.id };
+    for (const r of this.q.all.all()) yield { kind: 'container', namespace: r.namespace, id: r.id };
   }
 
   *references(node: GcNode): Iterable<GcNode> {

@@ -16,10 +16,15 @@ export async function collect(db: Database, sources: readonly GcSource[], now = 
   const removedBySource = new Map<GcSource, GcNode[]>();
   db.transaction(() => {
     const reachable = new Set<string>();
+    // A node reached flat (through a gc.flat lease) and the same node reached normally are
+    // traversed separately: only the normal visit follows its label references.
+    const seen = new Set<string>();
     const queue: GcNode[] = [];
     const visit = (n: GcNode) => {
       const k = keyOf(n);
-      if (reachable.has(k)) return;
+      const s = n.flat ? `${k}\u0000flat` : k;
+      if (seen.has(s)) return;
+      seen.add(s);
       reachable.add(k);
       queue.push(n);
     };

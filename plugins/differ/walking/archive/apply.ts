@@ -8,6 +8,9 @@
  *    that this layer did not itself create.
  *  - 'overlay': the directory is an empty overlayfs upperdir. Whiteouts become 0/0 character
  *    devices and opaque markers become trusted.overlay.opaque=y, which overlayfs interprets.
+ * Whiteout entries never appear in the result. `.wh.` naming nothing ('', '.', '..') is an
+ * InvalidArgumentError; other `.wh..wh.*` names (AUFS bookkeeping such as .wh..wh.plnk) and
+ * everything below them are skipped.
  *
  * Containment (nothing is ever created or modified outside `root`):
  *  - Entry names are cleaned as if rooted at "/": a leading "/" is dropped and ".." cannot climb
@@ -25,12 +28,16 @@
  *  - xattrs in the trusted.* namespace are never taken from an archive (they would let a layer
  *    forge overlayfs metadata); containerd refuses them too.
  *
- * Throughput: entries are handled strictly in archive order for everything that changes the
- * tree's shape (mkdir, open, symlink, link, mknod, unlink). The rest of a regular file's life -
- * writing its data, chown, xattrs, chmod, utimes, close - runs in the background on its own
- * descriptor, bounded by open-descriptor and in-flight-byte limits, so the tar stream keeps
- * flowing. Anything that removes or hardlinks a path first waits for the background work on it.
- * Directory times are set last, after everything inside them has been written.
+ * Throughput: entries are handled in archive order, and whatever later entries may depend on
+ * (mkdir, symlink, link, mknod, unlink, and opening large files) is done before moving on.
+ * The rest runs in the background, bounded by open-descriptor and in-flight-byte limits:
+ * metadata of directories, symlinks and nodes, the data and metadata of large files (written
+ * as it streams, on their own descriptor), and small files (<= 1 MiB) entirely - their bytes
+ * are already in memory, so open/write/chown/chmod/utimes/close never hold up the tar stream.
+ * Whatever touches a path again (an existence check, a removal, a hardlink to it, another
+ * entry for it) first waits for the background work on that path; removing a directory or
+ * clearing an opaque one waits for all of it. Directory times are set last, once everything
+ * inside them has been written.
  */
 import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs';
@@ -78,6 +85,9 @@ const LOW_WATER_BYTES = 8 * 1024 * 1024;
 /** Parsed entries the worker may fall behind the parser before input is throttled. */
 const MAX_QUEUED_ENTRIES = 1024;
 const MAX_SYMLINKS = 255;
+/** Files up to this size are buffered and created wholly in the background. */
+const SMALL_FILE_BYTES = 1024 * 1024;
+const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
 
 /**
  * Applies the tar stream onto `root`, streaming (the layer is never held in memory) and
@@ -167,7 +177,7 @@ class Applier {
 
   /** Real relative paths ('' = root) known to be directories (not symlinks). */
   readonly knownDirs = new Set<string>(['']);
-  /** Directories created empty during this apply: their only children are in `created`. */
+  /** Directories created empty during this apply: everything in them is in `made`. */
   readonly freshDirs = new Set<string>();
   /** Everything this apply created (entries, implicit parents, whiteout devices). */
   readonly made = new Set<string>();
@@ -365,7 +375,13 @@ class Applier {
   // ---------------------------------------------------------------------------------------
   // Background work bookkeeping
 
-  track(abs: string, task: Promise<void>): void {
+  /**
+   * Runs `work` in the background, after any earlier background work on the same path (so two
+   * entries for one path apply their metadata in archive order).
+   */
+  track(abs: string, work: () => Promise<void>): void {
+    const prev = this.pendingByPath.get(abs);
+    const task = prev ? prev.then(work) : work();
     const p = task.then(
       () => {},
       (err) => this.fail(err),
@@ -558,6 +574,8 @@ class Applier {
   /** What exists at `rel` right now (undefined: nothing). */
   async existing(rel: string, parent: string): Promise<Kind | undefined> {
     if (this.freshDirs.has(parent) && !this.made.has(rel)) return undefined;
+    // A file of this layer may still be being created in the background.
+    await this.waitPath(this.abs(rel));
     try {
       const st = await fsp.lstat(this.abs(rel));
       return st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
@@ -755,52 +773,95 @@ class Applier {
     return { atime: boundTime(at), mtime };
   }
 
+  /**
+   * Regular files. Small ones are collected in memory (they usually sit in the chunk already
+   * parsed) and created entirely in the background, so the entry loop never waits on the
+   * thread pool for them. Large ones are opened first and their data is written as it streams.
+   */
   async createFile(e: ReadEntry, rel: string, abs: string): Promise<void> {
+    if (e.size <= SMALL_FILE_BYTES) return this.createSmallFile(e, rel, abs);
+    return this.createLargeFile(e, rel, abs);
+  }
+
+  /** Collects an entry's data; resolves early (with what it has) if the apply fails. */
+  async readEntryData(e: ReadEntry, onChunk: (chunk: Buffer) => void): Promise<void> {
+    let streamError: unknown;
+    await this.waitFor((done) => {
+      const onError = (err: unknown) => {
+        streamError = err;
+        done();
+      };
+      e.on('data', (chunk: Buffer) => {
+        if (this.failure === undefined) onChunk(chunk);
+      });
+      e.once('end', done);
+      e.once('error', onError);
+      return () => {
+        e.off('end', done);
+        e.off('error', onError);
+      };
+    });
+    if (streamError !== undefined) throw streamError;
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  async createSmallFile(e: ReadEntry, rel: string, abs: string): Promise<void> {
+    while ((this.openFiles >= MAX_OPEN_FILES || this.inflightBytes > HIGH_WATER_BYTES) && this.pending.size) {
+      await Promise.race([...this.pending]);
+    }
+    const chunks: Buffer[] = [];
+    await this.readEntryData(e, (c) => chunks.push(c));
+    const size = e.size;
+    this.inflightBytes += size;
+    this.openFiles++;
+    this.markCreated(rel);
+    const { atime, mtime } = this.times(e);
+    const task = async () => {
+      const fd = await openFd(abs, CREATE_FLAGS, 0o600);
+      try {
+        if (size > 0) await pwriteAll(fd, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), 0);
+        await this.finishFile(fd, abs, e, atime, mtime);
+      } finally {
+        await closeFd(fd);
+      }
+    };
+    this.track(abs, () =>
+      task().finally(() => {
+        this.openFiles--;
+        this.inflightBytes -= size;
+      }),
+    );
+  }
+
+  async createLargeFile(e: ReadEntry, rel: string, abs: string): Promise<void> {
     await this.waitForOpenSlot();
-    const fd = await openFd(abs, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    const fd = await openFd(abs, CREATE_FLAGS, 0o600);
     this.openFiles++;
     this.markCreated(rel);
 
     const writes: Promise<void>[] = [];
     let position = 0;
-    let streamError: unknown;
     try {
-      await this.waitFor((done) => {
-        const onData = (chunk: Buffer) => {
-          if (this.failure !== undefined) return;
-          const pos = position;
-          position += chunk.length;
-          this.inflightBytes += chunk.length;
-          const w = pwriteAll(fd, chunk, pos);
-          writes.push(w);
-          w.then(
-            () => this.written(chunk.length),
-            (err) => {
-              this.written(chunk.length);
-              this.fail(err);
-            },
-          );
-          if (this.inflightBytes > HIGH_WATER_BYTES && this.failure === undefined) {
-            this.pausedEntry = e;
-            e.pause();
-          }
-        };
-        const onError = (err: unknown) => {
-          streamError = err;
-          done();
-        };
-        e.on('data', onData);
-        e.once('end', done);
-        e.once('error', onError);
-        return () => {
-          e.off('end', done);
-          e.off('error', onError);
-        };
+      await this.readEntryData(e, (chunk) => {
+        const pos = position;
+        position += chunk.length;
+        this.inflightBytes += chunk.length;
+        const w = pwriteAll(fd, chunk, pos);
+        writes.push(w);
+        w.then(
+          () => this.written(chunk.length),
+          (err) => {
+            this.written(chunk.length);
+            this.fail(err);
+          },
+        );
+        if (this.inflightBytes > HIGH_WATER_BYTES && this.failure === undefined) {
+          this.pausedEntry = e;
+          e.pause();
+        }
       });
-      if (streamError !== undefined) throw streamError;
-      if (this.failure !== undefined) throw this.failure;
     } catch (err) {
-      this.track(abs, Promise.allSettled(writes).then(() => closeFd(fd)).finally(() => this.openFiles--));
+      this.track(abs, () => Promise.allSettled(writes).then(() => closeFd(fd)).finally(() => this.openFiles--));
       throw err;
     }
 
@@ -808,18 +869,23 @@ class Applier {
     const finish = async () => {
       try {
         await Promise.all(writes);
-        await fchown(fd, e.uid ?? 0, e.gid ?? 0).catch((err: NodeJS.ErrnoException) => {
-          if (this.isRoot || err.code !== 'EPERM') throw err;
-        });
-        this.applyXattrs(abs, e, true);
-        await fchmod(fd, (e.mode ?? 0) & 0o7777);
-        await futimes(fd, atime, mtime);
+        await this.finishFile(fd, abs, e, atime, mtime);
       } finally {
         this.openFiles--;
         await closeFd(fd);
       }
     };
-    this.track(abs, finish());
+    this.track(abs, finish);
+  }
+
+  /** Owner, xattrs, mode, times - containerd's order (chown would clear setuid and capabilities). */
+  async finishFile(fd: number, abs: string, e: ReadEntry, atime: Date, mtime: Date): Promise<void> {
+    await fchown(fd, e.uid ?? 0, e.gid ?? 0).catch((err: NodeJS.ErrnoException) => {
+      if (this.isRoot || err.code !== 'EPERM') throw err;
+    });
+    this.applyXattrs(abs, e, true);
+    await fchmod(fd, (e.mode ?? 0) & 0o7777);
+    await futimes(fd, atime, mtime);
   }
 
   written(n: number): void {
@@ -840,14 +906,11 @@ class Applier {
     this.markCreated(rel);
     const { atime, mtime } = this.times(e);
     this.dirTimes.push({ abs, atime, mtime });
-    this.track(
-      abs,
-      (async () => {
-        await this.setOwner(abs, e);
-        this.applyXattrs(abs, e, true);
-        await fsp.chmod(abs, (e.mode ?? 0) & 0o7777);
-      })(),
-    );
+    this.track(abs, async () => {
+      await this.setOwner(abs, e);
+      this.applyXattrs(abs, e, true);
+      await fsp.chmod(abs, (e.mode ?? 0) & 0o7777);
+    });
   }
 
   async createSymlink(e: ReadEntry, rel: string, abs: string): Promise<void> {
@@ -855,14 +918,11 @@ class Applier {
     await fsp.symlink(target, abs);
     this.markCreated(rel);
     const { atime, mtime } = this.times(e);
-    this.track(
-      abs,
-      (async () => {
-        await this.setOwner(abs, e);
-        this.applyXattrs(abs, e, false);
-        await fsp.lutimes(abs, atime, mtime);
-      })(),
-    );
+    this.track(abs, async () => {
+      await this.setOwner(abs, e);
+      this.applyXattrs(abs, e, false);
+      await fsp.lutimes(abs, atime, mtime);
+    });
   }
 
   async createHardlink(e: ReadEntry, rel: string, abs: string): Promise<void> {
@@ -906,15 +966,12 @@ class Applier {
     fsx.mknod(abs, type | ((e.mode ?? 0) & 0o7777), dev);
     this.markCreated(rel);
     const { atime, mtime } = this.times(e);
-    this.track(
-      abs,
-      (async () => {
-        await this.setOwner(abs, e);
-        this.applyXattrs(abs, e, false);
-        await fsp.chmod(abs, (e.mode ?? 0) & 0o7777);
-        await fsp.lutimes(abs, atime, mtime);
-      })(),
-    );
+    this.track(abs, async () => {
+      await this.setOwner(abs, e);
+      this.applyXattrs(abs, e, false);
+      await fsp.chmod(abs, (e.mode ?? 0) & 0o7777);
+      await fsp.lutimes(abs, atime, mtime);
+    });
   }
 
   async applyDirTimes(): Promise<void> {

@@ -6,7 +6,7 @@
  * for compressed (and the ambiguous Docker plain-tar) types the actual codec is taken from the
  * magic bytes, so a mislabelled gzip/zstd blob still applies.
  */
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { InvalidArgumentError } from '../../../../core/errdefs/errdefs.js';
@@ -107,21 +107,31 @@ export async function decompressLayer(stream: Readable, mediaType: string): Prom
  * are not lost: they are put back in front of the rest.
  */
 export async function decompressDetected(stream: Readable): Promise<Readable> {
-  const head = await peek(stream, SNIFF_BYTES);
-  return decompress(stream, detectCompression(head));
+  const { head, rest } = await peek(stream, SNIFF_BYTES);
+  return decompress(rest, detectCompression(head));
 }
 
-/** Reads at least `n` bytes (fewer at end of stream) and unshifts them back into `stream`. */
-async function peek(stream: Readable, n: number): Promise<Buffer> {
+/**
+ * Reads at least `n` bytes (fewer at end of stream) and puts them back in front of the rest:
+ * `rest` is `stream` itself with the bytes unshifted, or - when the stream already ended - a
+ * new stream of just those bytes. The unshift must happen synchronously in the 'readable'
+ * handler: once read() has drained an ended stream, 'end' is emitted on the next tick and a
+ * later unshift would be lost (small blobs read with an explicit end offset hit this).
+ */
+async function peek(stream: Readable, n: number): Promise<{ head: Buffer; rest: Readable }> {
   const parts: Buffer[] = [];
   let have = 0;
+  let rest: Readable = stream;
   await new Promise<void>((resolve, reject) => {
-    const done = (err?: Error) => {
+    const done = (err?: Error, ended = false) => {
       stream.off('readable', onReadable);
       stream.off('end', onEnd);
       stream.off('error', onError);
-      if (err) reject(err);
-      else resolve();
+      if (err) return reject(err);
+      const head = Buffer.concat(parts);
+      if (ended) rest = Readable.from(head.length ? [head] : [], { objectMode: false });
+      else if (head.length) stream.unshift(head);
+      resolve();
     };
     const onReadable = () => {
       let chunk: Buffer | null;
@@ -131,16 +141,14 @@ async function peek(stream: Readable, n: number): Promise<Buffer> {
       }
       if (have >= n) done();
     };
-    const onEnd = () => done();
+    const onEnd = () => done(undefined, true);
     const onError = (err: Error) => done(err);
     stream.on('readable', onReadable);
     stream.on('end', onEnd);
     stream.on('error', onError);
     onReadable();
   });
-  const head = Buffer.concat(parts);
-  if (head.length) stream.unshift(head);
-  return head;
+  return { head: Buffer.concat(parts), rest };
 }
 
 function pipeInto<T extends Transform>(source: Readable, target: T): T {

@@ -7,7 +7,8 @@ import { Readable } from 'node:stream';
 import { applyLayer } from '../../../../../../plugins/differ/walking/archive/apply.js';
 import * as fsx from '../../../../../../core/sys/fsx.js';
 import { isInvalidArgument } from '../../../../../../core/errdefs/errdefs.js';
-import { buildTar, streamOf, makeSandbox, snapshotTree, isRoot, type Sandbox } from './helpers.js';
+import { xattrSupport } from '../../../../../../plugins/differ/walking/archive/tarstream.js';
+import { buildTar, headerBlock, streamOf, makeSandbox, snapshotTree, isRoot, type Sandbox } from './helpers.js';
 
 const T1 = new Date('2021-03-04T05:06:07Z');
 const T2 = new Date('2019-01-02T03:04:05Z');
@@ -66,6 +67,59 @@ describe('applyLayer: entry types and metadata', { skip: !isRoot && 'needs root'
     assert.equal(snap['usr']!.mode, 0o755, 'implicit parent is 0755');
     assert.equal(await fsp.readFile(r('a/very/' + 'long/'.repeat(30) + 'name.txt'), 'utf8'), 'deep');
     assert.equal((await fsp.stat(r('etc/big'))).size, 3 * 1024 * 1024 + 17);
+  });
+
+  it('captures PAX xattrs with the installed node-tar', () => {
+    assert.ok(xattrSupport, 'node-tar internals changed: SCHILY.xattr records would be dropped');
+  });
+
+  it('sets atime to the later of atime and mtime, merges several PAX headers', async () => {
+    const root = path.join(sb.dir, 'atime');
+    await fsp.mkdir(root);
+    const later = new Date('2024-01-01T00:00:00Z');
+    const hdr = (name: string, body: Buffer) => {
+      const b = Buffer.concat([body, Buffer.alloc((512 - (body.length % 512)) % 512)]);
+      return Buffer.concat([headerBlock({ path: name, type: 'ExtendedHeader' as never }, body.length), b]);
+    };
+    const rec = (k: string, v: string) => {
+      const core = ` ${k}=${v}\n`;
+      let n = core.length + 2;
+      while (String(n).length + core.length !== n) n = String(n).length + core.length;
+      return Buffer.from(`${n}${core}`);
+    };
+    const tar = Buffer.concat([
+      buildTar([{ path: 'a', data: 'x', mtime: T1, pax: { atime: String(later.getTime() / 1000) } }], { eof: false }),
+      buildTar([{ path: 'b', data: 'y', mtime: T1, pax: { atime: String(T2.getTime() / 1000) } }], { eof: false }),
+      hdr('PaxHeader/c', rec('SCHILY.xattr.user.one', '1')),
+      hdr('PaxHeader/c', rec('SCHILY.xattr.user.two', '2')),
+      buildTar([{ path: 'c', data: 'z' }]),
+    ]);
+    await applyLayer(streamOf(tar, 100), root, { mode: 'direct' });
+    assert.equal((await fsp.stat(path.join(root, 'a'))).atimeMs, later.getTime());
+    assert.equal((await fsp.stat(path.join(root, 'b'))).atimeMs, T1.getTime());
+    assert.deepEqual(
+      [fsx.lgetxattr(path.join(root, 'c'), 'user.one')?.toString(), fsx.lgetxattr(path.join(root, 'c'), 'user.two')?.toString()],
+      ['1', '2'],
+    );
+    // A PAX body that is not a list of records is an error, not silently ignored.
+    const bad = Buffer.concat([hdr('PaxHeader/d', Buffer.from('garbage without records\n')), buildTar([{ path: 'd', data: 'w' }])]);
+    await assert.rejects(applyLayer(streamOf(bad), root, { mode: 'direct' }), (e) => isInvalidArgument(e));
+  });
+
+  it('handles many small and several large files under the background limits', async () => {
+    const root = path.join(sb.dir, 'many');
+    await fsp.mkdir(root);
+    const specs = [];
+    for (let i = 0; i < 2000; i++) specs.push({ path: `d${i % 17}/f${i}`, data: `content ${i}`.repeat(1 + (i % 50)), mode: 0o600 + (i % 8) });
+    for (let i = 0; i < 30; i++) specs.push({ path: `big/b${i}`, data: Buffer.alloc(1_500_000 + i, i) });
+    const res = await applyLayer(streamOf(buildTar(specs), 200_000), root, { mode: 'overlay' });
+    assert.equal(res.entries, 2030);
+    for (let i = 0; i < 2000; i += 97) {
+      const p = path.join(root, `d${i % 17}/f${i}`);
+      assert.equal(await fsp.readFile(p, 'utf8'), `content ${i}`.repeat(1 + (i % 50)));
+      assert.equal((await fsp.stat(p)).mode & 0o777, 0o600 + (i % 8));
+    }
+    for (let i = 0; i < 30; i++) assert.deepEqual(await fsp.readFile(path.join(root, `big/b${i}`)), Buffer.alloc(1_500_000 + i, i));
   });
 
   it('skips device nodes when allowDevices is false, still creates fifos', async () => {
@@ -183,6 +237,7 @@ describe('applyLayer: replacing existing paths', { skip: !isRoot && 'needs root'
         { path: 'f', data: 'two', mode: 0o600 },
         { path: 's', type: 'SymbolicLink', linkpath: 'a' },
         { path: 's', type: 'SymbolicLink', linkpath: 'b' },
+        ...Array.from({ length: 20 }, (_, i) => ({ path: 'd/', type: 'Directory' as const, mode: 0o700 + i, uid: i, mtime: new Date(1_000_000_000_000 + i * 1000) })),
       ])),
       root,
       { mode: 'overlay' },
@@ -190,6 +245,8 @@ describe('applyLayer: replacing existing paths', { skip: !isRoot && 'needs root'
     assert.equal(await fsp.readFile(path.join(root, 'f'), 'utf8'), 'two');
     assert.equal((await fsp.stat(path.join(root, 'f'))).mode & 0o777, 0o600);
     assert.equal(await fsp.readlink(path.join(root, 's')), 'b');
+    const d = await fsp.stat(path.join(root, 'd'));
+    assert.deepEqual([d.mode & 0o7777, d.uid, d.mtimeMs], [0o700 + 19, 19, 1_000_000_000_000 + 19_000]);
   });
 });
 

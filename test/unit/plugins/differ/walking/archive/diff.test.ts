@@ -272,6 +272,27 @@ describe('writeDiff', { skip: !isRoot && 'needs root' }, () => {
     assert.deepEqual(await snapshotTree(copy), await snapshotTree(up));
   });
 
+  it('uses PAX for long names, long link targets and large ids', async () => {
+    const up = path.join(sb.dir, 'pax-upper');
+    const longDir = Array.from({ length: 12 }, (_, i) => `segment-${i}-${'x'.repeat(15)}`).join('/');
+    await write(up, `${longDir}/file-with-a-long-name-${'y'.repeat(60)}`, 'deep');
+    await fsp.symlink('t'.repeat(150), path.join(up, 'longlink'));
+    await write(up, 'bigid', 'b');
+    await fsp.chown(path.join(up, 'bigid'), 3_000_000, 4_000_000);
+    const tar = await diffTar(null, up);
+    const entries = await listTar(tar);
+    const long = entries.find((e) => e.path.endsWith('y'.repeat(60)))!;
+    assert.ok(Buffer.byteLength(long.path) > 255);
+    assert.equal(long.pax.path?.toString(), long.path);
+    assert.equal(entries.find((e) => e.path === 'longlink')!.linkpath, 't'.repeat(150));
+    const big = entries.find((e) => e.path === 'bigid')!;
+    assert.deepEqual([big.uid, big.gid], [3_000_000, 4_000_000]);
+    const copy = path.join(sb.dir, 'pax-copy');
+    await fsp.mkdir(copy);
+    await applyLayer(streamOf(tar), copy, { mode: 'overlay' });
+    assert.deepEqual(await snapshotTree(copy), await snapshotTree(up));
+  });
+
   it('propagates output errors', async () => {
     const up = path.join(sb.dir, 'err-upper');
     await write(up, 'f', Buffer.alloc(2_000_000, 1));

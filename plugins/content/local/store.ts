@@ -1,0 +1,346 @@
+/**
+ * The local content store: containerd's on-disk layout under the plugin root.
+ *   blobs/<alg>/<hex>                      committed, read-only blobs
+ *   ingest/<sha256 hex of ref>/ref         the ingest's ref
+ *                              data        bytes received so far (its size is the offset)
+ *                              startedat   RFC 3339 timestamps
+ *                              updatedat
+ *                              total       expected size (only when known)
+ * The store is not namespaced and keeps no labels: the metadata store layers both on top and
+ * passes refs of the form `<namespace>/<seq>/<client ref>`.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, constants as C, open as openCb } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { ContentInfo, ContentStore, ContentWriter, IngestStatus, WriterOptions } from '../../../core/content/content.js';
+import { contentInfoAdaptor, digestProblem, ingestStatusAdaptor } from '../../../core/content/content.js';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  OutOfRangeError,
+  isNotFound,
+} from '../../../core/errdefs/errdefs.js';
+import { parseFilters } from '../../../core/filters/filters.js';
+import type { RequestContext } from '../../../core/namespaces/namespaces.js';
+import { silentLogger, type Logger } from '../../../core/log/logger.js';
+import { isLocked, lock, unlock } from './locks.js';
+import { readTimestampFile, writeSmallFile, writeTimestampFile } from './files.js';
+import { LocalWriter, rehashPrefix } from './writer.js';
+
+export interface LocalStoreOptions {
+  log?: Logger;
+  /**
+   * An ingest nobody writes to and nothing has touched for this long is stale: the janitor
+   * removes it unless `keepIngest` says it is still wanted. Default 24 h (containerd's expiry
+   * of unleased ingests).
+   */
+  staleIngestAgeMs?: number;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+const READ_CHUNK = 1 << 20;
+
+const isMissing = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
+
+function openFd(path: string, flags: number, mode: number): Promise<number> {
+  return new Promise((resolve, reject) => openCb(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+export class LocalContentStore implements ContentStore {
+  readonly log: Logger;
+  readonly staleIngestAgeMs: number;
+  /** Asked by the janitor before removing a stale ingest (the metadata store keeps leased ones). */
+  keepIngest: ((ref: string, now: number) => boolean) | undefined;
+
+  private constructor(readonly root: string, opts: LocalStoreOptions) {
+    this.log = opts.log ?? silentLogger;
+    this.staleIngestAgeMs = opts.staleIngestAgeMs ?? DAY_MS;
+  }
+
+  static async open(root: string, opts: LocalStoreOptions = {}): Promise<LocalContentStore> {
+    await mkdir(join(root, 'ingest'), { recursive: true, mode: 0o755 });
+    return new LocalContentStore(root, opts);
+  }
+
+  blobPath(digest: string): string {
+    const problem = digestProblem(digest);
+    if (problem) throw new InvalidArgumentError(`cannot calculate blob path from invalid digest: ${problem}`);
+    const i = digest.indexOf(':');
+    return join(this.root, 'blobs', digest.slice(0, i), digest.slice(i + 1));
+  }
+
+  /** The ingest directory of a ref: a digest of the ref keeps path lengths constant. */
+  ingestPath(ref: string): string {
+    return join(this.root, 'ingest', createHash('sha256').update(ref).digest('hex'));
+  }
+
+  async info(_ctx: RequestContext, digest: string): Promise<ContentInfo> {
+    const p = this.blobPath(digest);
+    try {
+      const st = await stat(p);
+      return { digest, size: st.size, createdAt: st.mtime, updatedAt: st.atime, labels: {} };
+    } catch (err) {
+      if (isMissing(err)) throw new NotFoundError(`content ${digest}`, { cause: err });
+      throw err;
+    }
+  }
+
+  async update(): Promise<ContentInfo> {
+    throw new FailedPreconditionError('update not supported on immutable content store');
+  }
+
+  async *list(_ctx: RequestContext, filters: readonly string[]): AsyncIterable<ContentInfo> {
+    const filter = parseFilters(filters);
+    const blobs = join(this.root, 'blobs');
+    let algs: string[];
+    try {
+      algs = await readdir(blobs);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    for (const alg of algs.sort()) {
+      if (!['sha256', 'sha384', 'sha512'].includes(alg)) continue;
+      let names: string[];
+      try {
+        names = await readdir(join(blobs, alg));
+      } catch (err) {
+        if (isMissing(err)) continue;
+        throw err;
+      }
+      for (const hex of names.sort()) {
+        const digest = `${alg}:${hex}`;
+        if (digestProblem(digest)) {
+          this.log.warn('invalid digest for blob path', { path: join(blobs, alg, hex) });
+          continue;
+        }
+        let info: ContentInfo;
+        try {
+          const st = await stat(join(blobs, alg, hex));
+          if (!st.isFile()) continue;
+          info = { digest, size: st.size, createdAt: st.mtime, updatedAt: st.atime, labels: {} };
+        } catch (err) {
+          if (isMissing(err)) continue;
+          throw err;
+        }
+        if (filter.match(contentInfoAdaptor(info))) yield info;
+      }
+    }
+  }
+
+  async delete(_ctx: RequestContext, digest: string): Promise<void> {
+    const p = this.blobPath(digest);
+    try {
+      await stat(p);
+    } catch (err) {
+      if (isMissing(err)) throw new NotFoundError(`content ${digest}`, { cause: err });
+      throw err;
+    }
+    await rm(p, { force: true });
+  }
+
+  async read(ctx: RequestContext, digest: string, offset = 0, length = 0): Promise<Readable> {
+    const { size } = await this.info(ctx, digest);
+    const start = Math.max(0, offset);
+    if (start > size) throw new OutOfRangeError(`read past object length ${size} bytes`);
+    const n = length <= 0 || start + length > size ? size - start : length;
+    if (n === 0) return Readable.from([]);
+    return createReadStream(this.blobPath(digest), { start, end: start + n - 1, highWaterMark: READ_CHUNK });
+  }
+
+  async status(_ctx: RequestContext, ref: string): Promise<IngestStatus> {
+    return this.statusAt(this.ingestPath(ref));
+  }
+
+  private async statusAt(path: string): Promise<IngestStatus> {
+    let size: number;
+    let mtime: Date;
+    let ref: string;
+    try {
+      const st = await stat(join(path, 'data'));
+      size = st.size;
+      mtime = st.mtime;
+      ref = await readFile(join(path, 'ref'), 'utf8');
+    } catch (err) {
+      if (isMissing(err)) throw new NotFoundError(`ingest ${path}`, { cause: err });
+      throw err;
+    }
+    const startedAt = await readTimestampFile(join(path, 'startedat'));
+    let updatedAt = await readTimestampFile(join(path, 'updatedat'));
+    // updatedat is written on close only; the data file's mtime is fresher while writing.
+    if (mtime > updatedAt) updatedAt = mtime;
+    return { ref, offset: size, total: await this.totalAt(path), expected: '', startedAt, updatedAt };
+  }
+
+  private async totalAt(path: string): Promise<number> {
+    try {
+      const n = Number.parseInt(await readFile(join(path, 'total'), 'utf8'), 10);
+      return Number.isFinite(n) ? n : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  async listStatuses(_ctx: RequestContext, filters: readonly string[]): Promise<IngestStatus[]> {
+    const filter = parseFilters(filters);
+    const out: IngestStatus[] = [];
+    for (const name of await readdir(join(this.root, 'ingest'))) {
+      try {
+        const st = await this.statusAt(join(this.root, 'ingest', name));
+        if (filter.match(ingestStatusAdaptor(st))) out.push(st);
+      } catch (err) {
+        // Ingests finishing while we list simply disappear.
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    return out;
+  }
+
+  /** The ref of every ingest on disk (containerd's WalkStatusRefs). */
+  async ingestRefs(): Promise<string[]> {
+    const out: string[] = [];
+    for (const name of await readdir(join(this.root, 'ingest'))) {
+      try {
+        out.push(await readFile(join(this.root, 'ingest', name, 'ref'), 'utf8'));
+      } catch (err) {
+        if (!isMissing(err)) this.log.warn('failed to read ingest ref', { path: join(this.root, 'ingest', name), error: String(err) });
+      }
+    }
+    return out;
+  }
+
+  async abort(_ctx: RequestContext, ref: string): Promise<void> {
+    const path = this.ingestPath(ref);
+    try {
+      await stat(path);
+    } catch (err) {
+      if (isMissing(err)) throw new NotFoundError(`ingest ref ${JSON.stringify(ref)}`, { cause: err });
+      throw err;
+    }
+    await rm(path, { recursive: true, force: true });
+  }
+
+  async writer(_ctx: RequestContext, opts: WriterOptions): Promise<ContentWriter> {
+    const ref = opts.ref;
+    if (!ref) throw new InvalidArgumentError('ref must not be empty');
+    await lock(this.root, ref);
+    try {
+      return await this.openWriter(ref, opts.total ?? 0, opts.expected ?? '');
+    } catch (err) {
+      unlock(this.root, ref);
+      throw err;
+    }
+  }
+
+  /** Starts or resumes the ingest of `ref`; the caller holds the ref's lock. */
+  private async openWriter(ref: string, total: number, expected: string): Promise<ContentWriter> {
+    if (expected) {
+      try {
+        await stat(this.blobPath(expected));
+        throw new AlreadyExistsError(`content ${expected}`);
+      } catch (err) {
+        if (!isMissing(err)) throw err;
+      }
+    }
+    const path = this.ingestPath(ref);
+    const data = join(path, 'data');
+    let resumed: { offset: number; total: number; startedAt: Date; updatedAt: Date; hash: ReturnType<typeof createHash> } | undefined;
+    try {
+      await mkdir(path, { mode: 0o755 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      try {
+        resumed = await this.resume(path, ref, total);
+      } catch (e) {
+        this.log.info('failed to resume ingest; starting over', { path, error: String((e as Error).message ?? e) });
+      }
+    }
+    let startedAt: Date;
+    let updatedAt: Date;
+    if (resumed) {
+      ({ startedAt, updatedAt, total } = resumed);
+    } else {
+      startedAt = updatedAt = new Date();
+      await writeSmallFile(join(path, 'ref'), ref);
+      await writeTimestampFile(join(path, 'startedat'), startedAt);
+      await writeTimestampFile(join(path, 'updatedat'), startedAt);
+      if (total > 0) await writeFile(join(path, 'total'), String(total), { mode: 0o666 });
+    }
+    // A fresh ingest must not inherit bytes of a broken earlier one.
+    const flags = C.O_WRONLY | C.O_CREAT | (resumed ? 0 : C.O_TRUNC);
+    const fd = await openFd(data, flags, 0o666);
+    return new LocalWriter({
+      root: this.root,
+      path,
+      ref,
+      fd,
+      offset: resumed?.offset ?? 0,
+      total,
+      hash: resumed?.hash ?? createHash('sha256'),
+      startedAt,
+      updatedAt,
+      blobPath: (d) => this.blobPath(d),
+      log: this.log,
+    });
+  }
+
+  /** Reads an existing ingest back: its timestamps, and the digest of its data (rehashed). */
+  private async resume(path: string, ref: string, total: number) {
+    const st = await this.statusAt(path);
+    if (st.ref !== ref) throw new Error(`ref key does not match: ${ref} != ${st.ref}`);
+    if (total > 0 && st.total > 0 && total !== st.total) throw new Error(`provided total differs from status: ${total} != ${st.total}`);
+    const hash = await rehashPrefix(path, st.offset);
+    return { offset: st.offset, total: st.total, startedAt: st.startedAt, updatedAt: st.updatedAt, hash };
+  }
+
+  /**
+   * Removes ingests nobody is writing to whose last write is older than the stale age and
+   * that `keepIngest` does not claim. Returns the refs removed.
+   */
+  async removeStaleIngests(now = Date.now()): Promise<string[]> {
+    const removed: string[] = [];
+    let names: string[];
+    try {
+      names = await readdir(join(this.root, 'ingest'));
+    } catch (err) {
+      if (isMissing(err)) return removed;
+      throw err;
+    }
+    for (const name of names) {
+      const path = join(this.root, 'ingest', name);
+      let st: IngestStatus;
+      try {
+        st = await this.statusAt(path);
+      } catch {
+        // A directory without a readable status is debris; age it by the directory itself.
+        try {
+          const dst = await stat(path);
+          if (now - dst.mtimeMs >= this.staleIngestAgeMs) await rm(path, { recursive: true, force: true });
+        } catch { /* gone meanwhile */ }
+        continue;
+      }
+      if (isLocked(this.root, st.ref)) continue;
+      if (now - st.updatedAt.getTime() < this.staleIngestAgeMs) continue;
+      if (this.keepIngest?.(st.ref, now)) continue;
+      await rm(path, { recursive: true, force: true });
+      this.log.info('removed stale ingest', { ref: st.ref });
+      removed.push(st.ref);
+    }
+    return removed;
+  }
+
+  /** Runs removeStaleIngests periodically until `signal` aborts. */
+  startJanitor(signal: AbortSignal): void {
+    const every = Math.max(1000, Math.min(this.staleIngestAgeMs / 4, 60 * 60 * 1000));
+    const timer = setInterval(() => {
+      this.removeStaleIngests().catch((err) => this.log.warn('stale ingest cleanup failed', { error: String(err) }));
+    }, every);
+    timer.unref();
+    signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+  }
+}
+

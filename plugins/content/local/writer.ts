@@ -1,0 +1,190 @@
+/**
+ * One locked ingest in the local store. Bytes go straight to the ingest's data file with
+ * positional writes on an open descriptor (no per-chunk fsync), while the running SHA-256 is
+ * updated incrementally on the same bytes. Commit is the only durability point: fsync, verify
+ * size and digest, rename into blobs/, make read-only.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { mkdir, rename, rm, stat, chmod, utimes } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { ContentWriter, IngestStatus } from '../../../core/content/content.js';
+import type { Labels } from '../../../core/metadata/metadata.js';
+import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError } from '../../../core/errdefs/errdefs.js';
+import type { Logger } from '../../../core/log/logger.js';
+import { unlock } from './locks.js';
+import { writeTimestampFile } from './files.js';
+
+export interface WriterState {
+  root: string;
+  /** The ingest directory. */
+  path: string;
+  ref: string;
+  fd: number;
+  offset: number;
+  total: number;
+  hash: Hash;
+  startedAt: Date;
+  updatedAt: Date;
+  blobPath: (digest: string) => string;
+  log: Logger;
+}
+
+/** Writes all of `data` at `position`, looping over short writes. */
+function writeAt(fd: number, data: Uint8Array, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = () => {
+      fs.write(fd, data, done, data.length - done, position + done, (err, n) => {
+        if (err) return reject(err);
+        done += n;
+        if (done >= data.length) return resolve();
+        step();
+      });
+    };
+    step();
+  });
+}
+
+const fsyncFd = (fd: number) => new Promise<void>((res, rej) => fs.fsync(fd, (e) => (e ? rej(e) : res())));
+const closeFd = (fd: number) => new Promise<void>((res, rej) => fs.close(fd, (e) => (e ? rej(e) : res())));
+const fstatFd = (fd: number) => new Promise<fs.Stats>((res, rej) => fs.fstat(fd, (e, st) => (e ? rej(e) : res(st))));
+const ftruncateFd = (fd: number) => new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
+
+export class LocalWriter implements ContentWriter {
+  private fd: number | undefined;
+  private hash: Hash;
+  private offset: number;
+  private readonly total: number;
+  private readonly startedAt: Date;
+  private updatedAt: Date;
+  private released = false;
+
+  constructor(private readonly s: WriterState) {
+    this.fd = s.fd;
+    this.hash = s.hash;
+    this.offset = s.offset;
+    this.total = s.total;
+    this.startedAt = s.startedAt;
+    this.updatedAt = s.updatedAt;
+  }
+
+  status(): IngestStatus {
+    return { ref: this.s.ref, offset: this.offset, total: this.total, expected: '', startedAt: this.startedAt, updatedAt: this.updatedAt };
+  }
+
+  digest(): string {
+    // Digesting a copy keeps the running state for further writes.
+    return `sha256:${this.hash.copy().digest('hex')}`;
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    const fd = this.fd;
+    if (fd === undefined) throw new FailedPreconditionError('cannot write on closed writer');
+    if (data.length === 0) return;
+    const position = this.offset;
+    // The kernel copies the bytes on the thread pool while the hash runs here.
+    const written = writeAt(fd, data, position);
+    this.hash.update(data);
+    this.offset += data.length;
+    this.updatedAt = new Date();
+    try {
+      await written;
+    } catch (err) {
+      // Keep offset and digest consistent with the file: the client resumes from a Stat.
+      this.offset = position;
+      this.hash = await rehashPrefix(this.s.path, position);
+      throw err;
+    }
+  }
+
+  async truncate(size = 0): Promise<void> {
+    if (size !== 0) throw new InvalidArgumentError('Truncate: unsupported size');
+    if (this.fd === undefined) throw new FailedPreconditionError('cannot truncate closed writer');
+    await ftruncateFd(this.fd);
+    this.offset = 0;
+    this.hash = createHash('sha256');
+    this.updatedAt = new Date();
+  }
+
+  async commit(size: number, expected: string, _labels?: Labels): Promise<void> {
+    try {
+      const fd = this.fd;
+      this.fd = undefined;
+      if (fd === undefined) throw new FailedPreconditionError('cannot commit on closed writer');
+      let st: fs.Stats;
+      try {
+        await fsyncFd(fd);
+        st = await fstatFd(fd);
+      } finally {
+        await closeFd(fd).catch(() => undefined);
+      }
+      if (size > 0 && size !== st.size) {
+        throw new FailedPreconditionError(`unexpected commit size ${st.size}, expected ${size}`);
+      }
+      const dgst = this.digest();
+      if (expected && expected !== dgst) {
+        throw new FailedPreconditionError(`unexpected commit digest ${dgst}, expected ${expected}`);
+      }
+      const target = this.s.blobPath(dgst);
+      await mkdir(dirname(target), { recursive: true, mode: 0o755 });
+      if (await exists(target)) {
+        await rm(this.s.path, { recursive: true, force: true }).catch(() => undefined);
+        throw new AlreadyExistsError(`content ${dgst}`);
+      }
+      // The rename is the commit: readers see either no blob or the whole verified blob.
+      await rename(join(this.s.path, 'data'), target);
+      const now = new Date();
+      await utimes(target, now, now).catch((err) => this.s.log.warn('failed to set commit time', { digest: dgst, error: String(err) }));
+      await rm(this.s.path, { recursive: true, force: true }).catch((err) =>
+        this.s.log.warn('failed to remove ingest directory', { ref: this.s.ref, error: String(err) }),
+      );
+      await chmod(target, (st.mode & 0o777) & ~0o333).catch((err) =>
+        this.s.log.warn('failed to make blob read-only', { digest: dgst, error: String(err) }),
+      );
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Closes the data file and releases the ref; the ingest stays for a later resume. */
+  async close(): Promise<void> {
+    const fd = this.fd;
+    if (fd === undefined) {
+      this.release();
+      return;
+    }
+    this.fd = undefined;
+    try {
+      await fsyncFd(fd).catch(() => undefined);
+      await closeFd(fd);
+      await writeTimestampFile(join(this.s.path, 'updatedat'), this.updatedAt).catch(() => undefined);
+    } finally {
+      this.release();
+    }
+  }
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    unlock(this.s.root, this.s.ref);
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Hashes the first `length` bytes of an ingest's data file (streaming). */
+export async function rehashPrefix(ingestPath: string, length: number): Promise<Hash> {
+  const hash = createHash('sha256');
+  if (length <= 0) return hash;
+  const stream = fs.createReadStream(join(ingestPath, 'data'), { start: 0, end: length - 1, highWaterMark: 4 << 20 });
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash;
+}

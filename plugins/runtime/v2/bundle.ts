@@ -1,0 +1,116 @@
+/**
+ * Task bundles: `<state>/<ns>/<id>` (0700) holding config.json (the spec Any's raw bytes),
+ * rootfs/ and a `work` symlink to `<root>/<ns>/<id>`, the shim's persistent work dir.
+ * Removal unmounts the rootfs, renames each dir to a dot-name first (so a crash never leaves
+ * a half-removed bundle that looks live), then deletes it.
+ */
+import { chmod, chown, mkdir, readlink, rename, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { AlreadyExistsError, InvalidArgumentError, messageOf } from '../../../core/errdefs/errdefs.js';
+import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
+
+export interface Bundle {
+  id: string;
+  namespace: string;
+  /** The bundle directory (in the state dir). */
+  path: string;
+}
+
+const errno = (err: unknown) => (err as NodeJS.ErrnoException).code;
+
+/** The gid that container root maps to when the spec asks for a user namespace (0 when none). */
+export function remappedGid(spec: Uint8Array): number {
+  let parsed: { linux?: { gidMappings?: { containerID?: number; hostID?: number }[] } };
+  try {
+    parsed = JSON.parse(Buffer.from(spec).toString('utf8'));
+  } catch (err) {
+    throw new InvalidArgumentError(`invalid spec: ${messageOf(err)}`);
+  }
+  for (const m of parsed?.linux?.gidMappings ?? []) {
+    if ((m.containerID ?? 0) === 0) return m.hostID ?? 0;
+  }
+  return 0;
+}
+
+export function bundleFor(state: string, namespace: string, id: string): Bundle {
+  return { id, namespace, path: join(state, namespace, id) };
+}
+
+export async function newBundle(root: string, state: string, namespace: string, id: string, spec: Uint8Array): Promise<Bundle> {
+  try {
+    validateIdentifier(id);
+  } catch (err) {
+    throw new InvalidArgumentError(`invalid task id ${id}: ${messageOf(err).replace(/: invalid argument$/, '')}`);
+  }
+  const bundle = bundleFor(state, namespace, id);
+  const work = join(root, namespace, id);
+  const made: string[] = [];
+  try {
+    await mkdir(dirname(bundle.path), { recursive: true, mode: 0o711 });
+    try {
+      await mkdir(bundle.path, { mode: 0o700 });
+    } catch (err) {
+      if (errno(err) === 'EEXIST') throw new AlreadyExistsError(`bundle ${bundle.path}`);
+      throw err;
+    }
+    made.push(bundle.path);
+    const gid = remappedGid(spec);
+    if (gid !== 0) {
+      await chown(bundle.path, -1, gid);
+      await chmod(bundle.path, 0o710);
+    }
+    await mkdir(dirname(work), { recursive: true, mode: 0o711 });
+    await mkdir(join(bundle.path, 'rootfs'), { mode: 0o711 });
+    try {
+      await mkdir(work, { mode: 0o711 });
+    } catch (err) {
+      if (errno(err) !== 'EEXIST') throw err;
+      await rm(work, { recursive: true, force: true });
+      await mkdir(work, { mode: 0o711 });
+    }
+    made.push(work);
+    await symlink(work, join(bundle.path, 'work'));
+    await writeFile(join(bundle.path, 'config.json'), spec, { mode: 0o666 });
+    return bundle;
+  } catch (err) {
+    for (const p of made) await rm(p, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function atomicDelete(path: string): Promise<void> {
+  const hidden = join(dirname(path), `.${basename(path)}`);
+  try {
+    await rename(path, hidden);
+  } catch (err) {
+    if (errno(err) === 'ENOENT') return;
+    throw err;
+  }
+  await rm(hidden, { recursive: true, force: true });
+}
+
+/** Removes the bundle and its work dir; the rootfs is unmounted first. */
+export async function deleteBundle(bundle: Bundle): Promise<void> {
+  let work: string | undefined;
+  try {
+    work = await readlink(join(bundle.path, 'work'));
+  } catch {
+    work = undefined;
+  }
+  const rootfs = join(bundle.path, 'rootfs');
+  const { unmountAll } = await import('../../../core/mount/mount.js');
+  await unmountAll(rootfs, 0);
+  try {
+    await rmdir(rootfs);
+  } catch (err) {
+    if (errno(err) !== 'ENOENT') throw new Error(`failed to remove bundle rootfs: ${messageOf(err)}`, { cause: err });
+  }
+  let bundleErr: unknown;
+  try {
+    await atomicDelete(bundle.path);
+  } catch (err) {
+    bundleErr = err;
+  }
+  if (work) await atomicDelete(work);
+  if (bundleErr) throw bundleErr;
+}

@@ -1,0 +1,233 @@
+/**
+ * The overlayfs snapshotter. Each snapshot is `<root>/snapshots/<id>/` holding `fs` (the
+ * layer's own files: an overlay upper dir while active) and, for active snapshots, `work`
+ * (overlay's work dir). A snapshot without parents mounts its `fs` with a bind mount; with
+ * parents it is an overlay whose lower dirs are the parents' `fs`, nearest first. Commit only
+ * flips the record to committed: the upper dir becomes a lower dir of later snapshots as is.
+ *
+ * All bookkeeping is in the shared storage layer (core/snapshots/storage.ts). Creating a
+ * snapshot is one synchronous transaction: the directories are made under a temporary name
+ * and renamed to the new id inside the transaction, so a crash leaves either nothing or an
+ * orphaned directory that cleanup removes.
+ */
+import { chmodSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../../../core/log/logger.js';
+import type { Labels } from '../../../core/metadata/metadata.js';
+import type { Mount } from '../../../core/mount/types.js';
+import type { RequestContext } from '../../../core/namespaces/namespaces.js';
+import { Mutex } from '../../../core/snapshots/mutex.js';
+import {
+  Kind, SnapshotLabel, type Cleaner, type SnapshotInfo, type SnapshotOptions, type Snapshotter, type Usage,
+} from '../../../core/snapshots/snapshotter.js';
+import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
+import { diskUsageSync } from '../../../core/snapshots/usage.js';
+import { removeDirectories } from '../common.js';
+
+export interface OverlayOptions {
+  /** Keep removed snapshots' directories until cleanup (containerd's default for the plugin). */
+  asyncRemove?: boolean;
+  /** Add `containerd.io/snapshot/overlay.upperdir` to Stat/Update/Walk results. */
+  upperdirLabel?: boolean;
+  /** Extra options for every overlay mount (not for the bind mounts). */
+  mountOptions?: readonly string[];
+  /** Add index=off (the kernel offers the index feature). */
+  indexOff?: boolean;
+  /** Add userxattr (overlay in a user namespace). */
+  userxattr?: boolean;
+  log?: Logger;
+}
+
+export class OverlaySnapshotter implements Snapshotter, Cleaner {
+  private readonly ms: MetaStore;
+  private readonly lock = new Mutex();
+  private readonly snapshotsDir: string;
+  private readonly overlayOptions: string[];
+
+  constructor(readonly root: string, private readonly opts: OverlayOptions = {}) {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    this.snapshotsDir = join(root, 'snapshots');
+    mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
+    this.ms = new MetaStore(join(root, 'metadata.db'));
+    this.overlayOptions = [
+      ...(opts.indexOff ? ['index=off'] : []),
+      ...(opts.userxattr ? ['userxattr'] : []),
+      ...(opts.mountOptions ?? []),
+    ];
+  }
+
+  upperPath(id: string): string {
+    return join(this.snapshotsDir, id, 'fs');
+  }
+
+  workPath(id: string): string {
+    return join(this.snapshotsDir, id, 'work');
+  }
+
+  private withUpperdir(info: SnapshotInfo, id: string): SnapshotInfo {
+    if (!this.opts.upperdirLabel) return info;
+    return { ...info, labels: { ...info.labels, [SnapshotLabel.overlayUpperdir]: this.upperPath(id) } };
+  }
+
+  async stat(_ctx: RequestContext, key: string): Promise<SnapshotInfo> {
+    const { id, info } = this.ms.getInfo(key);
+    return this.withUpperdir(info, id);
+  }
+
+  async update(_ctx: RequestContext, info: Pick<SnapshotInfo, 'name' | 'labels'>, fieldpaths?: readonly string[]): Promise<SnapshotInfo> {
+    return this.lock.run(() => {
+      const updated = this.ms.updateInfo(info, fieldpaths);
+      return this.opts.upperdirLabel ? this.withUpperdir(updated, this.ms.getInfo(updated.name).id) : updated;
+    });
+  }
+
+  /** Active: the upper dir is measured now. Committed and views: the value stored at commit. */
+  async usage(ctx: RequestContext, key: string): Promise<Usage> {
+    const { id, info, usage } = this.ms.getInfo(key);
+    if (info.kind === Kind.Active) return diskUsageSync(this.upperPath(id), ctx.signal);
+    return usage;
+  }
+
+  async mounts(_ctx: RequestContext, key: string): Promise<Mount[]> {
+    let s: StoredSnapshot;
+    try {
+      s = this.ms.getSnapshot(key);
+    } catch (err) {
+      throw wrapError('failed to get active mount', err);
+    }
+    return this.mountsOf(s);
+  }
+
+  prepare(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
+    return this.createSnapshot(Kind.Active, key, parent, opts?.labels);
+  }
+
+  view(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
+    return this.createSnapshot(Kind.View, key, parent, opts?.labels);
+  }
+
+  private createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
+    return this.lock.run(() => {
+      let td: string;
+      try {
+        td = this.prepareDirectory(kind);
+      } catch (err) {
+        throw wrapError('failed to create prepare snapshot dir', err);
+      }
+      try {
+        const s = this.ms.transaction(() => {
+          let created: StoredSnapshot;
+          try {
+            created = this.ms.createSnapshot(kind, key, parent, labels);
+          } catch (err) {
+            throw wrapError('failed to create snapshot', err);
+          }
+          if (created.parentIds.length > 0) {
+            // The new layer's root takes the owner of the layer below, so an image whose root
+            // directory belongs to another user keeps it when mounted.
+            const st = statSync(this.upperPath(created.parentIds[0]!));
+            lchownSync(join(td, 'fs'), st.uid, st.gid);
+          }
+          try {
+            renameSync(td, join(this.snapshotsDir, created.id));
+          } catch (err) {
+            throw wrapError('failed to rename', err);
+          }
+          return created;
+        });
+        return this.mountsOf(s);
+      } catch (err) {
+        rmSync(td, { recursive: true, force: true });
+        throw err;
+      }
+    });
+  }
+
+  private prepareDirectory(kind: Kind): string {
+    const td = mkdtempSync(join(this.snapshotsDir, 'new-'));
+    try {
+      const fs = join(td, 'fs');
+      mkdirSync(fs);
+      // Explicit chmod: the result must not depend on the daemon's umask.
+      chmodSync(fs, 0o755);
+      if (kind === Kind.Active) {
+        const work = join(td, 'work');
+        mkdirSync(work);
+        chmodSync(work, 0o711);
+      }
+      return td;
+    } catch (err) {
+      rmSync(td, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  private mountsOf(s: StoredSnapshot): Mount[] {
+    if (s.parentIds.length === 0) {
+      // A lone layer: overlay needs at least one lower dir, so bind the directory itself.
+      return [{ type: 'bind', source: this.upperPath(s.id), options: [s.kind === Kind.View ? 'ro' : 'rw', 'rbind'] }];
+    }
+    if (s.kind !== Kind.Active && s.parentIds.length === 1) {
+      // A view of a single layer is that layer, read-only.
+      return [{ type: 'bind', source: this.upperPath(s.parentIds[0]!), options: ['ro', 'rbind'] }];
+    }
+    const options = [...this.overlayOptions];
+    if (s.kind === Kind.Active) options.push(`workdir=${this.workPath(s.id)}`, `upperdir=${this.upperPath(s.id)}`);
+    options.push(`lowerdir=${s.parentIds.map((id) => this.upperPath(id)).join(':')}`);
+    return [{ type: 'overlay', source: 'overlay', options }];
+  }
+
+  async commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
+    await this.lock.run(() => {
+      const { id, info } = this.ms.getInfo(key);
+      // Only an active snapshot has a tree to measure; for anything else commitActive
+      // reports the right error without writing.
+      const usage = info.kind === Kind.Active ? diskUsageSync(this.upperPath(id), ctx.signal) : { size: 0, inodes: 0 };
+      try {
+        this.ms.commitActive(key, name, usage, opts?.labels);
+      } catch (err) {
+        throw wrapError('failed to commit snapshot', err);
+      }
+    });
+  }
+
+  /**
+   * Forgets the snapshot at once (its key can be reused immediately). Its directory goes now
+   * with sync removal, or at the next cleanup with async removal.
+   */
+  async remove(_ctx: RequestContext, key: string): Promise<void> {
+    const removals = await this.lock.run(() => {
+      try {
+        this.ms.remove(key);
+      } catch (err) {
+        throw wrapError('failed to remove', err);
+      }
+      return this.opts.asyncRemove ? [] : this.cleanupDirectories();
+    });
+    if (removals.length) await removeDirectories(removals, this.opts.log);
+  }
+
+  async walk(_ctx: RequestContext, fn: (info: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {
+    const infos = this.ms.walkInfo(filters);
+    const idByKey = this.opts.upperdirLabel ? new Map([...this.ms.idMap()].map(([id, v]) => [v.key, id])) : undefined;
+    for (const info of infos) {
+      const id = idByKey?.get(info.name);
+      await fn(id ? this.withUpperdir(info, id) : info);
+    }
+  }
+
+  /** Removes every directory under snapshots/ that no record owns (removed snapshots, crash leftovers). */
+  async cleanup(_ctx?: RequestContext): Promise<void> {
+    const dirs = await this.lock.run(() => this.cleanupDirectories());
+    await removeDirectories(dirs, this.opts.log);
+  }
+
+  private cleanupDirectories(): string[] {
+    const ids = this.ms.idMap();
+    return readdirSync(this.snapshotsDir).filter((d) => !ids.has(d)).map((d) => join(this.snapshotsDir, d));
+  }
+
+  async close(): Promise<void> {
+    this.ms.close();
+  }
+}

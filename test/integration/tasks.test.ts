@@ -1,0 +1,230 @@
+/**
+ * Tasks end to end: the real ctr (and berth) against berthd, running busybox containers
+ * through Debian's containerd-shim-runc-v2 and runc, on a rootfs directory built here from
+ * /usr/bin/busybox. ctr's --rootfs spec carries no PATH (same under containerd), so commands
+ * are given by absolute path.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
+import { ContainersDefinition } from '../../api/gen/services/containers/v1/containers.js';
+import { Code, codeOf } from '../../core/errdefs/errdefs.js';
+
+const APPLETS = ['sh', 'echo', 'true', 'false', 'sleep', 'cat', 'hostname', 'ls', 'id', 'env'];
+
+function busyboxRootfs(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-bb-'));
+  for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run']) mkdirSync(join(dir, d));
+  copyFileSync('/usr/bin/busybox', join(dir, 'bin', 'busybox'));
+  for (const a of APPLETS) symlinkSync('busybox', join(dir, 'bin', a));
+  return dir;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('tasks with runc v2 shims', () => {
+  let d: TestDaemon;
+  let rootfs: string;
+  const C = (...args: string[]) => ctr(d.address, args);
+
+  before(async () => {
+    d = await startDaemon();
+    rootfs = busyboxRootfs();
+  });
+  after(async () => {
+    await d?.dispose();
+    if (rootfs) rmSync(rootfs, { recursive: true, force: true });
+  });
+
+  test('ctr run --rm prints the output and removes everything', async () => {
+    const r = await C('run', '--rm', '--rootfs', rootfs, 'c1', '/bin/echo', 'hello');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'hello\n');
+    assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+    assert.equal((await C('tasks', 'ls', '-q')).stdout, '');
+    const bundles = join(d.state, 'io.containerd.runtime.v2.task', 'default');
+    await waitFor('bundle removal', async () => (existsSync(join(bundles, 'c1')) ? undefined : true));
+  });
+
+  test('the exit status propagates (ctr run)', async () => {
+    const r = await C('run', '--rm', '--rootfs', rootfs, 'c7', '/bin/sh', '-c', 'echo out; echo err >&2; exit 7');
+    assert.equal(r.code, 7);
+    assert.equal(r.stdout, 'out\n');
+    assert.equal(r.stderr, 'err\n');
+  });
+
+  test('ctr run: --env, --cwd and stdin', async () => {
+    const r = await ctr(d.address, ['run', '--rm', '--env', 'PATH=/bin', '--cwd', '/tmp', '--rootfs', rootfs, 'c2', 'sh', '-c', 'pwd; echo $PATH']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '/tmp\n/bin\n');
+  });
+
+  test('run -d, ls, info, ps, exec, pause/resume, kill, rm (ctr)', async () => {
+    let r = await C('run', '-d', '--rootfs', rootfs, 'd1', '/bin/sleep', '300');
+    assert.equal(r.code, 0, r.stderr);
+    r = await C('tasks', 'ls');
+    assert.match(r.stdout, /^TASK {4}PID {6}STATUS {4}\n/);
+    const line = r.stdout.split('\n').find((l) => l.startsWith('d1 '));
+    assert.match(line ?? '', /^d1\s+\d+\s+RUNNING$/);
+    const pid = Number(line!.split(/\s+/)[1]);
+    r = await C('containers', 'info', 'd1');
+    assert.match(r.stdout, /"Name": "io.containerd.runc.v2"/);
+    r = await C('tasks', 'ps', 'd1');
+    assert.match(r.stdout, new RegExp(`^${pid}\\s+-$`, 'm'));
+    r = await C('tasks', 'exec', '--exec-id', 'x1', 'd1', '/bin/sh', '-c', 'echo in-exec; exit 3');
+    assert.equal(r.code, 3);
+    assert.equal(r.stdout, 'in-exec\n');
+    assert.equal((await C('tasks', 'pause', 'd1')).code, 0);
+    assert.match((await C('tasks', 'ls')).stdout, /^d1\s+\d+\s+PAUSED$/m);
+    assert.equal((await C('tasks', 'resume', 'd1')).code, 0);
+    assert.match((await C('tasks', 'ls')).stdout, /^d1\s+\d+\s+RUNNING$/m);
+    r = await C('tasks', 'metrics', 'd1');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /pids.current/);
+    // Running tasks cannot be removed.
+    assert.notEqual((await C('containers', 'rm', 'd1')).code, 0);
+    assert.equal((await C('tasks', 'kill', '-s', 'SIGKILL', 'd1')).code, 0);
+    await waitFor('STOPPED', async () => (/^d1\s+\d+\s+STOPPED$/m.test((await C('tasks', 'ls')).stdout) ? true : undefined));
+    r = await C('tasks', 'rm', 'd1');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /exit with non-zero exit code 137/);
+    assert.equal((await C('containers', 'rm', 'd1')).code, 0);
+    assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+  });
+
+  test('Tasks API semantics: Get fields, zero exited_at, NotFound text, exec ids, checkpoint', async () => {
+    const conn = d.connect();
+    const tasks = conn.service(TasksDefinition);
+    assert.equal((await C('run', '-d', '--rootfs', rootfs, 'g1', '/bin/sleep', '300')).code, 0);
+    try {
+      const { process: p } = await tasks.get({ containerId: 'g1' });
+      assert.equal(p!.id, 'g1');
+      assert.equal(p!.containerId, '');
+      assert.equal(p!.status, 2);
+      assert.equal(p!.exitedAt?.getTime(), -62135596800000);
+      const { tasks: list } = await tasks.list({});
+      assert.deepEqual(list.map((t) => t.id), ['g1']);
+      await assert.rejects(tasks.exec({ containerId: 'g1', execId: '' }), (e) => codeOf(e) === Code.INVALID_ARGUMENT && /exec id cannot be empty/.test((e as Error).message));
+      await assert.rejects(tasks.exec({ containerId: 'g1', execId: 'bad id' }), (e) => codeOf(e) === Code.INVALID_ARGUMENT);
+      await assert.rejects(tasks.get({ containerId: 'g1', execId: 'nope' }), (e) => codeOf(e) === Code.NOT_FOUND);
+      await assert.rejects(tasks.checkpoint({ containerId: 'g1' }), (e) => codeOf(e) === Code.UNIMPLEMENTED);
+      await assert.rejects(
+        tasks.create({ containerId: 'g1' }),
+        (e) => codeOf(e) === Code.ALREADY_EXISTS && /task g1: already exists/.test((e as Error).message),
+      );
+      const waited = tasks.wait({ containerId: 'g1' });
+      await tasks.kill({ containerId: 'g1', signal: 9 });
+      const w = await waited;
+      assert.equal(w.exitStatus, 137);
+      assert.ok(w.exitedAt!.getTime() > Date.now() - 60_000);
+      const del = await tasks.delete({ containerId: 'g1' });
+      assert.equal(del.exitStatus, 137);
+      assert.equal(del.id, '');
+      assert.ok(del.pid > 0);
+      await assert.rejects(tasks.get({ containerId: 'g1' }), (e) => codeOf(e) === Code.NOT_FOUND && (e as Error).message === 'task g1 not found');
+      await assert.rejects(tasks.delete({ containerId: 'g1' }), (e) => codeOf(e) === Code.NOT_FOUND);
+      await assert.rejects(tasks.get({ containerId: 'none' }), (e) => /container "none" in namespace "default": not found/.test((e as Error).message));
+    } finally {
+      await conn.service(ContainersDefinition).delete({ id: 'g1' }).catch(() => undefined);
+    }
+  });
+
+  test('ctr events sees the whole run --rm sequence, once each', async () => {
+    const ev = spawn('ctr', ['-a', d.address, 'events'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    ev.stdout.on('data', (b) => (out += b));
+    await new Promise((r) => setTimeout(r, 400));
+    const r = await C('run', '--rm', '--rootfs', rootfs, 'ev1', '/bin/true');
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor('/containers/delete', async () => (out.includes('/containers/delete') ? true : undefined));
+    ev.kill();
+    const topics = out.trim().split('\n').map((l) => l.split(' ')[5]);
+    assert.deepEqual(topics, ['/containers/create', '/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete', '/containers/delete']);
+    assert.match(out, /\/tasks\/create \{"container_id":"ev1","bundle":"[^"]+\/io.containerd.runtime.v2.task\/default\/ev1"/);
+  });
+
+  test('a shim that dies leaves a TaskExit/TaskDelete pair and no task', async () => {
+    assert.equal((await C('run', '-d', '--rootfs', rootfs, 'k1', '/bin/sleep', '300')).code, 0);
+    const ev = spawn('ctr', ['-a', d.address, 'events', 'topic~=/tasks/'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    ev.stdout.on('data', (b) => (out += b));
+    await new Promise((r) => setTimeout(r, 400));
+    const ps = await new Promise<string>((resolve) => {
+      const p = spawn('pgrep', ['-f', 'containerd-shim-runc-v2 -namespace default -id k1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let s = '';
+      p.stdout.on('data', (b) => (s += b));
+      p.on('close', () => resolve(s));
+    });
+    const shimPid = Number(ps.trim().split('\n')[0]);
+    assert.ok(shimPid > 0, 'shim pid found');
+    process.kill(shimPid, 'SIGKILL');
+    await waitFor('exit and delete events', async () => (out.includes('/tasks/delete') ? true : undefined));
+    ev.kill();
+    assert.match(out, /\/tasks\/exit \{"container_id":"k1","id":"k1","pid":\d+,"exit_status":137/);
+    assert.equal((await C('tasks', 'ls', '-q')).stdout, '');
+    assert.equal((await C('containers', 'rm', 'k1')).code, 0);
+  });
+
+  test('berth run --rootfs: output, exit status, stdin, detached lifecycle', async () => {
+    let r = await berth(d.address, ['run', '--rm', '--rootfs', rootfs, 'b1', '/bin/echo', 'hello-berth']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'hello-berth\n');
+    r = await berth(d.address, ['run', '--rm', '--rootfs', rootfs, 'b2', '/bin/sh', '-c', 'echo e >&2; exit 7']);
+    assert.equal(r.code, 7);
+    assert.equal(r.stderr, 'e\n');
+    r = await berth(d.address, ['run', '--rm', '--rootfs', rootfs, 'b3', '/bin/cat'], { input: 'piped-in\n' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'piped-in\n');
+
+    r = await berth(d.address, ['run', '-d', '--env', 'PATH=/bin', '--rootfs', rootfs, 'b4', 'sleep', '300']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await berth(d.address, ['tasks', 'ls'])).stdout, (await C('tasks', 'ls')).stdout);
+    assert.equal((await berth(d.address, ['containers', 'ls'])).stdout, (await C('containers', 'ls')).stdout);
+    assert.equal((await berth(d.address, ['containers', 'info', 'b4'])).stdout, (await C('containers', 'info', 'b4')).stdout);
+    assert.equal((await berth(d.address, ['tasks', 'ps', 'b4'])).stdout, (await C('tasks', 'ps', 'b4')).stdout);
+    r = await berth(d.address, ['tasks', 'exec', '--exec-id', 'e1', 'b4', 'sh', '-c', 'echo from-exec; exit 5']);
+    assert.equal(r.code, 5);
+    assert.equal(r.stdout, 'from-exec\n');
+    assert.equal((await berth(d.address, ['tasks', 'pause', 'b4'])).code, 0);
+    assert.match((await berth(d.address, ['tasks', 'ls'])).stdout, /^b4\s+\d+\s+PAUSED$/m);
+    assert.equal((await berth(d.address, ['tasks', 'resume', 'b4'])).code, 0);
+    r = await berth(d.address, ['tasks', 'metrics', 'b4']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^pids.current\s+\d+/m);
+    assert.equal((await berth(d.address, ['tasks', 'kill', '-s', 'KILL', 'b4'])).code, 0);
+    await waitFor('STOPPED', async () => (/^b4\s+\d+\s+STOPPED$/m.test((await berth(d.address, ['tasks', 'ls'])).stdout) ? true : undefined));
+    r = await berth(d.address, ['tasks', 'rm', 'b4']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await berth(d.address, ['containers', 'rm', 'b4'])).code, 0);
+    assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+  });
+
+  test('berth containers create + label + tasks start', async () => {
+    let r = await berth(d.address, ['containers', 'create', '--label', 'team=a', '--rootfs', rootfs, 'cc1', '/bin/echo', 'started']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await berth(d.address, ['containers', 'label', 'cc1', 'team=b', 'x=1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split(',').sort(), ['team=b', 'x=1']);
+    r = await C('containers', 'info', 'cc1');
+    assert.match(r.stdout, /"team": "b"/);
+    r = await berth(d.address, ['tasks', 'start', 'cc1']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'started\n');
+    assert.equal((await berth(d.address, ['containers', 'rm', 'cc1'])).code, 0);
+    await waitFor('bundle removal', async () =>
+      (readdirSync(join(d.state, 'io.containerd.runtime.v2.task', 'default')).includes('cc1') ? undefined : true));
+  });
+});

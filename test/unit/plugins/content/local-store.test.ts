@@ -1,0 +1,219 @@
+/**
+ * The local content store on a temp directory: layout, writer resume (including after a
+ * crash that left the lock behind), ref locking, verification before commit, atomic
+ * read-only commit, reads, statuses, filters and the stale-ingest janitor.
+ */
+import { test, describe, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalContentStore } from '../../../../plugins/content/local/store.js';
+import { unlock } from '../../../../plugins/content/local/locks.js';
+import { Code, codeOf } from '../../../../core/errdefs/errdefs.js';
+
+const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const ctx = {};
+
+async function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of s) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
+async function rejectsWith(p: Promise<unknown>, code: number, re?: RegExp) {
+  await assert.rejects(p, (err: Error) => {
+    assert.equal(codeOf(err), code, `code of ${err.message}`);
+    if (re) assert.match(err.message, re);
+    return true;
+  });
+}
+
+describe('local content store', () => {
+  let dir: string;
+  let store: LocalContentStore;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'berth-content-'));
+    store = await LocalContentStore.open(dir);
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('writes, verifies and commits into blobs/<alg>/<hex>, read-only, ingest removed', async () => {
+    const data = randomBytes(3 << 20);
+    const w = await store.writer(ctx, { ref: 'r1', total: data.length });
+    const ingest = store.ingestPath('r1');
+    assert.equal(ingest, join(dir, 'ingest', createHash('sha256').update('r1').digest('hex')));
+    assert.equal(readFileSync(join(ingest, 'ref'), 'utf8'), 'r1');
+    assert.equal(readFileSync(join(ingest, 'total'), 'utf8'), String(data.length));
+    assert.ok(existsSync(join(ingest, 'startedat')) && existsSync(join(ingest, 'updatedat')));
+    await w.write(data.subarray(0, 1 << 20));
+    await w.write(data.subarray(1 << 20));
+    assert.equal(w.status().offset, data.length);
+    assert.equal(w.digest(), sha(data));
+    await w.commit(data.length, sha(data));
+    const blob = join(dir, 'blobs', 'sha256', sha(data).slice(7));
+    assert.deepEqual(readFileSync(blob), data);
+    assert.equal(statSync(blob).mode & 0o222, 0, 'blob must be read-only');
+    assert.equal(existsSync(ingest), false);
+    const info = await store.info(ctx, sha(data));
+    assert.equal(info.size, data.length);
+    // The ref is free again.
+    const again = await store.writer(ctx, { ref: 'r1' });
+    await again.close();
+  });
+
+  test('size or digest mismatch fails the commit with FAILED_PRECONDITION and commits nothing', async () => {
+    const data = randomBytes(1000);
+    let w = await store.writer(ctx, { ref: 'bad-size' });
+    await w.write(data);
+    await rejectsWith(w.commit(999, ''), Code.FAILED_PRECONDITION, /unexpected commit size 1000, expected 999/);
+    w = await store.writer(ctx, { ref: 'bad-digest' });
+    await w.write(data);
+    await rejectsWith(w.commit(1000, sha(Buffer.from('other'))), Code.FAILED_PRECONDITION, /unexpected commit digest/);
+    assert.equal(existsSync(join(dir, 'blobs', 'sha256', sha(data).slice(7))), false);
+    await rejectsWith(store.info(ctx, sha(data)), Code.NOT_FOUND);
+    // The failed ingests keep their data for a retry.
+    const st = await store.status(ctx, 'bad-digest');
+    assert.equal(st.offset, 1000);
+  });
+
+  test('ALREADY_EXISTS for an expected digest that is committed, and for a duplicate commit', async () => {
+    const data = randomBytes(100);
+    const w = await store.writer(ctx, { ref: 'a' });
+    await w.write(data);
+    await w.commit(0, '');
+    await rejectsWith(store.writer(ctx, { ref: 'b', expected: sha(data) }), Code.ALREADY_EXISTS);
+    const w2 = await store.writer(ctx, { ref: 'c' });
+    await w2.write(data);
+    await rejectsWith(w2.commit(100, sha(data)), Code.ALREADY_EXISTS);
+    assert.equal(existsSync(store.ingestPath('c')), false);
+  });
+
+  test('a writer resumes from the stored offset and rehashes what is there', async () => {
+    const data = randomBytes((5 << 20) + 123);
+    const w = await store.writer(ctx, { ref: 'resume', total: data.length });
+    await w.write(data.subarray(0, 2 << 20));
+    await w.close();
+    const st = await store.status(ctx, 'resume');
+    assert.equal(st.offset, 2 << 20);
+    assert.equal(st.total, data.length);
+    const w2 = await store.writer(ctx, { ref: 'resume', total: data.length });
+    assert.equal(w2.status().offset, 2 << 20);
+    assert.equal(w2.status().startedAt.getTime(), st.startedAt.getTime());
+    assert.equal(w2.digest(), sha(data.subarray(0, 2 << 20)));
+    await w2.write(data.subarray(2 << 20));
+    await w2.commit(data.length, sha(data));
+    assert.deepEqual(await readAll(await store.read(ctx, sha(data))), data);
+  });
+
+  test('a crashed writer (lock gone with the process, data left behind) resumes', async () => {
+    const data = randomBytes(3 << 20);
+    const w = await store.writer(ctx, { ref: 'crash' });
+    await w.write(data.subarray(0, 1 << 20));
+    // The process died: nothing was closed, only the in-memory lock went away.
+    unlock(dir, 'crash');
+    const fresh = await LocalContentStore.open(dir);
+    const w2 = await fresh.writer(ctx, { ref: 'crash' });
+    assert.equal(w2.status().offset, 1 << 20);
+    await w2.write(data.subarray(1 << 20));
+    await w2.commit(data.length, sha(data));
+  });
+
+  test('a different total than the stored one starts the ingest over', async () => {
+    const w = await store.writer(ctx, { ref: 't', total: 10 });
+    await w.write(Buffer.from('hello'));
+    await w.close();
+    const w2 = await store.writer(ctx, { ref: 't', total: 20 });
+    assert.equal(w2.status().offset, 0);
+    assert.equal(w2.status().total, 20);
+    await w2.close();
+  });
+
+  test('a second writer on a busy ref gets UNAVAILABLE ("ref … locked")', async () => {
+    const w = await store.writer(ctx, { ref: 'busy' });
+    await rejectsWith(store.writer(ctx, { ref: 'busy' }), Code.UNAVAILABLE, /ref busy locked for/);
+    await w.close();
+    const w2 = await store.writer(ctx, { ref: 'busy' });
+    await w2.close();
+  });
+
+  test('truncate restarts the ingest', async () => {
+    const w = await store.writer(ctx, { ref: 'tr' });
+    await w.write(Buffer.from('garbage'));
+    await w.truncate();
+    assert.equal(w.status().offset, 0);
+    await w.write(Buffer.from('good'));
+    await w.commit(4, sha(Buffer.from('good')));
+    assert.equal((await readAll(await store.read(ctx, sha(Buffer.from('good'))))).toString(), 'good');
+  });
+
+  test('read honours offset and length, OUT_OF_RANGE past the end', async () => {
+    const data = randomBytes(3 << 20);
+    const w = await store.writer(ctx, { ref: 'rd' });
+    await w.write(data);
+    await w.commit(0, '');
+    const d = sha(data);
+    assert.deepEqual(await readAll(await store.read(ctx, d, 100, 50)), data.subarray(100, 150));
+    assert.deepEqual(await readAll(await store.read(ctx, d, (3 << 20) - 10, 0)), data.subarray((3 << 20) - 10));
+    assert.deepEqual(await readAll(await store.read(ctx, d, (3 << 20) - 10, 100)), data.subarray((3 << 20) - 10));
+    assert.equal((await readAll(await store.read(ctx, d, 3 << 20))).length, 0);
+    await rejectsWith(store.read(ctx, d, (3 << 20) + 1), Code.OUT_OF_RANGE, /read past object length/);
+    await rejectsWith(store.read(ctx, sha(Buffer.from('missing'))), Code.NOT_FOUND);
+    await rejectsWith(store.info(ctx, 'sha256:nothex'), Code.INVALID_ARGUMENT);
+  });
+
+  test('list and listStatuses apply filters; abort and delete', async () => {
+    const blobs = [Buffer.from('one'), Buffer.from('two')];
+    for (const [i, b] of blobs.entries()) {
+      const w = await store.writer(ctx, { ref: `b${i}` });
+      await w.write(b);
+      await w.commit(0, '');
+    }
+    const all = [];
+    for await (const i of store.list(ctx, [])) all.push(i.digest);
+    assert.deepEqual(all.sort(), blobs.map(sha).sort());
+    const one = [];
+    for await (const i of store.list(ctx, [`digest==${sha(blobs[0]!)}`])) one.push(i.digest);
+    assert.deepEqual(one, [sha(blobs[0]!)]);
+    const sized = [];
+    for await (const i of store.list(ctx, ['size==3'])) sized.push(i.digest);
+    assert.equal(sized.length, 2);
+
+    for (const ref of ['up-1', 'up-2', 'other']) await (await store.writer(ctx, { ref })).close();
+    assert.deepEqual((await store.listStatuses(ctx, [])).map((s) => s.ref).sort(), ['other', 'up-1', 'up-2']);
+    assert.deepEqual((await store.listStatuses(ctx, ['ref~=^up-'])).map((s) => s.ref).sort(), ['up-1', 'up-2']);
+    assert.deepEqual((await store.listStatuses(ctx, ['ref==other'])).map((s) => s.ref), ['other']);
+    assert.deepEqual((await store.ingestRefs()).sort(), ['other', 'up-1', 'up-2']);
+    await store.abort(ctx, 'other');
+    await rejectsWith(store.status(ctx, 'other'), Code.NOT_FOUND);
+    await rejectsWith(store.abort(ctx, 'other'), Code.NOT_FOUND);
+
+    await store.delete(ctx, sha(blobs[0]!));
+    await rejectsWith(store.delete(ctx, sha(blobs[0]!)), Code.NOT_FOUND);
+    await rejectsWith(store.info(ctx, sha(blobs[0]!)), Code.NOT_FOUND);
+  });
+
+  test('the janitor removes idle stale ingests unless locked or kept', async () => {
+    const s = await LocalContentStore.open(dir, { staleIngestAgeMs: 60_000 });
+    for (const ref of ['old', 'kept', 'fresh']) {
+      const w = await s.writer(ctx, { ref });
+      await w.write(Buffer.from(ref));
+      await w.close();
+    }
+    const active = await s.writer(ctx, { ref: 'active' });
+    const past = new Date(Date.now() - 120_000);
+    for (const ref of ['old', 'kept', 'active']) {
+      const p = s.ingestPath(ref);
+      writeFileSync(join(p, 'updatedat'), past.toISOString());
+      utimesSync(join(p, 'data'), past, past);
+    }
+    s.keepIngest = (ref) => ref === 'kept';
+    const removed = await s.removeStaleIngests();
+    assert.deepEqual(removed, ['old']);
+    assert.deepEqual((await s.ingestRefs()).sort(), ['active', 'fresh', 'kept']);
+    await active.close();
+    assert.equal(readdirSync(join(dir, 'ingest')).length, 3);
+  });
+});
