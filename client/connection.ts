@@ -5,6 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { statSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import { Code, fromStatus, RemoteError, DeadlineExceededError } from '../core/errdefs/errdefs.js';
 import { LEASE_HEADER, NAMESPACE_HEADER } from '../core/namespaces/namespaces.js';
 
@@ -109,7 +110,7 @@ export class Connection {
   lease: string | undefined;
 
   constructor(readonly options: ConnectionOptions) {
-    const target = options.address.startsWith('unix:') ? options.address : `unix://${options.address}`;
+    const target = options.address.startsWith('unix:') ? options.address : `unix://${resolvePath(options.address)}`;
     this.client = new grpc.Client(target, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': 16 << 20,
       'grpc.max_send_message_length': 16 << 20,

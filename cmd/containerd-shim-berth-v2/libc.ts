@@ -70,11 +70,23 @@ function load(): Bindings {
   return bindings;
 }
 
+/** errno values whose names libuv's error map lacks (it would call ECHILD "E10"). */
+const EXTRA_ERRNO_NAMES: Record<number, string> = { 10: 'ECHILD' };
+
 function check(call: (b: Bindings) => number, syscall: string, detail?: string): number {
   const b = load();
   b.koffi.errno(0);
   const ret = Number(call(b));
-  if (ret === -1) throw syscallError(b.koffi.errno(), syscall, undefined, detail);
+  if (ret === -1) {
+    const errno = b.koffi.errno();
+    const err = syscallError(errno, syscall, undefined, detail);
+    const name = EXTRA_ERRNO_NAMES[errno];
+    if (name) {
+      err.code = name;
+      err.message = err.message.replace(/^E\d+: errno \d+/, `${name}: no child processes`);
+    }
+    throw err;
+  }
   return ret;
 }
 

@@ -16,7 +16,7 @@ import { dupFd } from './libc.js';
 import type { Logger } from './log.js';
 import type { Options } from '../../api/gen/runc/options/oci.js';
 import { RuncError, type Runc } from './runc.js';
-import { ConsoleIO, NullIO, PipeIO, isNullStdio, type ProcessIO, type StdioPaths } from './stdio.js';
+import { ConsoleIO, NullIO, PipeIO, checkStdio, isNullStdio, type ProcessIO, type StdioPaths } from './stdio.js';
 
 export const INIT_PID_FILE = 'init.pid';
 
@@ -90,6 +90,7 @@ export abstract class Process {
  * pipes for plain stdio, nothing when no stream was requested.
  */
 function prepareIO(stdio: StdioPaths): { pipes?: PipeIO; console?: ConsoleSocket } {
+  checkStdio(stdio);
   if (stdio.terminal) return { console: new ConsoleSocket() };
   if (isNullStdio(stdio)) return {};
   return { pipes: new PipeIO(stdio) };
@@ -107,14 +108,18 @@ async function finishIO(
   }
   if (prepared.console) {
     const { fd } = await prepared.console.receiveMaster();
-    let readerFd: number;
+    let readerFd: number | undefined;
     try {
       readerFd = dupFd(fd);
+      return new ConsoleIO(fd, readerFd, stdio);
     } catch (err) {
-      closeSync(fd);
+      for (const open of [fd, readerFd]) {
+        try {
+          if (open !== undefined) closeSync(open);
+        } catch { /* already closed */ }
+      }
       throw err;
     }
-    return new ConsoleIO(fd, readerFd, stdio);
   }
   return new NullIO();
 }

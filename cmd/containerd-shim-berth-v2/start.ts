@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, constants, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { isatty } from 'node:tty';
 import { socketPath } from '../../api/ttrpc/address.js';
 import { canConnect, shimGroup, socketAddress } from './address.js';
 import { serveArgs, type ShimFlags } from './flags.js';
@@ -43,8 +44,9 @@ async function bindSocket(address: string): Promise<number | null> {
   return listen();
 }
 
-/** stdin carries the marshalled task options Any (possibly nothing). */
+/** stdin carries the marshalled task options Any (possibly nothing; never a terminal). */
 function readStdin(): Buffer {
+  if (isatty(0)) return Buffer.alloc(0);
   try {
     return readFileSync(0);
   } catch {

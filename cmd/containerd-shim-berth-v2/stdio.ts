@@ -66,6 +66,12 @@ function outputTarget(path: string): string {
   throw new InvalidArgumentError(`unsupported STDIO scheme ${scheme}`);
 }
 
+/** Rejects stdio that cannot be served (e.g. binary:// loggers) before runc creates anything. */
+export function checkStdio(paths: StdioPaths): void {
+  if (paths.stdout) outputTarget(paths.stdout);
+  if (paths.stderr) outputTarget(paths.stderr);
+}
+
 function isFifo(path: string): boolean {
   try {
     return statSync(path).isFIFO();
@@ -145,6 +151,7 @@ export class PipeIO implements ProcessIO {
   private done: Promise<void> = Promise.resolve();
 
   constructor(private readonly paths: StdioPaths) {
+    checkStdio(paths);
     try {
       if (paths.stdin) this.makePipe(0);
       if (paths.stdout) this.makePipe(1);
@@ -238,19 +245,24 @@ export class ConsoleIO implements ProcessIO {
 
   constructor(masterFd: number, readerFd: number, paths: StdioPaths) {
     setNonBlocking(masterFd);
+    // Everything that can fail comes before the reader takes ownership of readerFd.
+    const dest = paths.stdout ? openOutput(paths.stdout) : undefined;
+    try {
+      this.stdin = paths.stdin ? new StdinFifo(paths.stdin) : undefined;
+    } catch (err) {
+      dest?.destroy();
+      throw err;
+    }
     this.master = masterFd;
     this.reader = new TtyReadStream(readerFd);
     this.reader.on('error', () => { /* EIO: the slave side is closed */ });
-    this.done = paths.stdout
-      ? copy(this.reader, openOutput(paths.stdout))
+    this.done = dest
+      ? copy(this.reader, dest)
       : new Promise<void>((resolve) => {
         this.reader.on('close', () => resolve());
         this.reader.resume();
       });
-    if (paths.stdin) {
-      this.stdin = new StdinFifo(paths.stdin);
-      this.stdin.reader.on('data', (chunk: Buffer) => this.enqueue(chunk));
-    }
+    this.stdin?.reader.on('data', (chunk: Buffer) => this.enqueue(chunk));
   }
 
   get outputDone(): Promise<void> {

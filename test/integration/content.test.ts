@@ -11,6 +11,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
 import { ContentDefinition } from '../../api/gen/services/content/v1/content.js';
+import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 import type { Connection } from '../../client/connection.js';
 import { Code, codeOf } from '../../core/errdefs/errdefs.js';
 
@@ -45,6 +46,16 @@ async function session(conn: Connection) {
       return next();
     },
   };
+}
+
+/**
+ * Unlabelled blobs live until the next garbage collection. Run one now (a synchronous lease
+ * delete) so no collection is pending while a test looks at blobs it just made.
+ */
+async function settleGc(conn: Connection) {
+  const leases = conn.service(LeasesDefinition);
+  const { lease } = await leases.create({ id: '' });
+  await leases.delete({ id: lease!.id, sync: true });
 }
 
 const blobsOnDisk = (d: TestDaemon) => {
@@ -133,6 +144,7 @@ describe('content over the wire', () => {
     const data = randomBytes(20 * MiB);
     const digest = sha(data);
     const conn = d.connect('cli-resume');
+    await settleGc(conn);
     const s = await session(conn);
     await s.send({ action: STAT, ref: 'cli', total: data.length });
     await s.send({ action: WRITE, offset: 0, data: data.subarray(0, 7 * MiB) });
@@ -180,6 +192,7 @@ describe('content over the wire', () => {
 
   test('Write protocol: echoes, offsets, STAT digest, OUT_OF_RANGE, double final response, ALREADY_EXISTS', async () => {
     const conn = d.connect('proto');
+    await settleGc(conn);
     const payload = Buffer.from('hello, content');
     const s = await session(conn);
     const stat = await s.send({ action: STAT, ref: 'p', total: payload.length });
@@ -231,6 +244,7 @@ describe('content over the wire', () => {
 
   test('Read: ranges, chunks of at most 1 MiB, OUT_OF_RANGE, validation', async () => {
     const conn = d.connect('read');
+    await settleGc(conn);
     const data = randomBytes(3 * MiB + 17);
     const res = await berth(d.address, ['content', 'ingest', 'r'], { namespace: 'read', input: data });
     assert.equal(res.code, 0, res.stderr);
@@ -257,13 +271,16 @@ describe('content over the wire', () => {
 
   test('List sends batches of at most 100', async () => {
     const conn = d.connect('many');
+    await settleGc(conn);
     const r = await berth(d.address, ['content', 'ingest', 'm0'], { namespace: 'many', input: 'blob-0' });
     assert.equal(r.code, 0, r.stderr);
+    // Keep them through the collections 130 commits may schedule (mutation threshold).
+    await conn.service(ContentDefinition).update({ info: { digest: sha(Buffer.from('blob-0')), labels: { 'containerd.io/gc.root': 'x' } }, updateMask: ['labels'] });
     for (let i = 1; i < 130; i++) {
       const s = await session(conn);
       const b = Buffer.from(`blob-${i}`);
       await s.send({ action: STAT, ref: `m${i}` });
-      await s.send({ action: COMMIT, offset: 0, data: b, expected: sha(b) });
+      await s.send({ action: COMMIT, offset: 0, data: b, expected: sha(b), labels: { 'containerd.io/gc.root': 'x' } });
       s.call.end();
       await s.rest();
     }

@@ -68,6 +68,8 @@ describe('garbage collection', () => {
   test('unreferenced blobs go; roots, their references and live leases keep theirs; expired leases are collected', async () => {
     const conn = d.connect('gc1');
     const leases = conn.service(LeasesDefinition);
+    // Nothing pending (the startup collection included) while the unlabelled children are written.
+    await collect(conn);
     const config = await put(conn, Buffer.from('config'));
     const layer = await put(conn, Buffer.from('layer'));
     const manifest = await put(conn, Buffer.from('manifest'), {
@@ -108,6 +110,7 @@ describe('garbage collection', () => {
     const a = d.connect('gc-a');
     const b = d.connect('gc-b');
     const data = Buffer.from('in two namespaces');
+    await collect(a);
     await put(a, data, { 'containerd.io/gc.root': 'yes' });
     await put(b, data);
     await collect(b);
@@ -117,6 +120,7 @@ describe('garbage collection', () => {
   });
 
   test('blobs made with ctr content ingest (no labels, no lease) disappear at the next collection', async () => {
+    await collect(d.connect('gc-ctr'));
     const res = await ctr(d.address, ['content', 'ingest', 'plain'], { namespace: 'gc-ctr', input: 'plain blob' });
     assert.equal(res.code, 0, res.stderr);
     const conn = d.connect('gc-ctr');

@@ -24,6 +24,7 @@ const RUNTIME = 'io.containerd.berth.v2';
 const IMAGE = 'docker.io/library/berth-shim-busybox:latest';
 const APPLETS = ['sh', 'echo', 'sleep', 'tty', 'cat', 'true', 'false', 'ls', 'ps', 'id', 'env', 'wc', 'head'];
 const NAMESPACE = `shimtest-${process.pid}`;
+const CONTAINER_IDS = ['c1', 'c1x', 'c2', 'c3', 'c4', 'c5', 'oom1'];
 
 interface Result {
   code: number | null;
@@ -215,6 +216,8 @@ describe('containerd-shim-berth-v2 with containerd 1.6', { timeout: 300_000 }, (
       await exited;
       clearTimeout(timer);
     }
+    // Sockets of shims that had to be killed above.
+    for (const id of CONTAINER_IDS) rmSync(`/run/containerd/s/${sha256(`${address}/${NAMESPACE}/${id}`)}`, { force: true });
     // Mounts below the temp dir (rootfs overlays), innermost first.
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
       .map((l) => l.split(' ')[4] ?? '')
@@ -302,6 +305,24 @@ describe('containerd-shim-berth-v2 with containerd 1.6', { timeout: 300_000 }, (
       .filter((l) => l.includes(` ${NAMESPACE} /tasks/`) && l.includes('"container_id":"c4"'))
       .map((l) => /(\/tasks\/[a-z-]+)/.exec(l)![1]);
     assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete'], text);
+  });
+
+  it('reports an OOM kill before the exit', async () => {
+    const events = spawn('ctr', ['-a', address, 'events'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let text = '';
+    events.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    try {
+      await sleep(500);
+      // The shell doubles a string until the 20 MB memory limit kills it.
+      const r = await ctr(['run', '--runtime', RUNTIME, '--rm', '--memory-limit', '20000000', IMAGE, 'oom1', 'sh', '-c', 'a=x; while true; do a="$a$a"; done']);
+      assert.equal(r.code, 137, r.stderr);
+      const deadline = Date.now() + 10_000;
+      while (!/\/tasks\/delete .*"oom1"/.test(text) && Date.now() < deadline) await sleep(100);
+    } finally {
+      events.kill('SIGTERM');
+    }
+    const topics = text.split('\n').filter((l) => l.includes('"container_id":"oom1"')).map((l) => /(\/tasks\/[a-z-]+)/.exec(l)![1]);
+    assert.deepEqual(topics, ['/tasks/create', '/tasks/start', '/tasks/oom', '/tasks/exit', '/tasks/delete'], text);
   });
 
   it('allocates a terminal: ctr run -t', async () => {

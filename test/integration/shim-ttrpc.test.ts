@@ -178,6 +178,9 @@ describe('containerd-shim-berth-v2 over ttrpc', { timeout: 180_000 }, () => {
         if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').includes(`-address ${grpcAddress()}`)) process.kill(Number(entry), 'SIGKILL');
       } catch { /* gone */ }
     }
+    for (const id of ['io1', 'ex1', 'tty1', 'cio1']) {
+      rmSync(`/run/containerd/s/${createHash('sha256').update(`${grpcAddress()}/${NAMESPACE}/${id}`).digest('hex')}`, { force: true });
+    }
     await eventsServer?.close({ graceMs: 100 });
     if (dir) {
       const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(dir)).reverse();

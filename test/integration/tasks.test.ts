@@ -38,7 +38,20 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 describe('tasks with runc v2 shims', () => {
   let d: TestDaemon;
   let rootfs: string;
-  const C = (...args: string[]) => ctr(d.address, args);
+  // runc keeps state in /run/containerd/runc/<namespace>/<id>, shared by every daemon on the
+  // host: a namespace of our own keeps ids from colliding with other runs.
+  const NS = `tasks-${process.pid}`;
+  const C = (...args: string[]) => ctr(d.address, args, { namespace: NS });
+  const B = (args: string[], input?: string) => berth(d.address, args, { namespace: NS, input });
+
+  /** Removes whatever a failed test left behind, so later tests start clean. */
+  const cleanup = async (...ids: string[]) => {
+    for (const id of ids) {
+      await C('tasks', 'kill', '-s', 'SIGKILL', id);
+      await C('tasks', 'rm', '-f', id);
+      await C('containers', 'rm', id);
+    }
+  };
 
   before(async () => {
     d = await startDaemon();
@@ -55,7 +68,7 @@ describe('tasks with runc v2 shims', () => {
     assert.equal(r.stdout, 'hello\n');
     assert.equal((await C('containers', 'ls', '-q')).stdout, '');
     assert.equal((await C('tasks', 'ls', '-q')).stdout, '');
-    const bundles = join(d.state, 'io.containerd.runtime.v2.task', 'default');
+    const bundles = join(d.state, 'io.containerd.runtime.v2.task', NS);
     await waitFor('bundle removal', async () => (existsSync(join(bundles, 'c1')) ? undefined : true));
   });
 
@@ -67,46 +80,50 @@ describe('tasks with runc v2 shims', () => {
   });
 
   test('ctr run: --env, --cwd and stdin', async () => {
-    const r = await ctr(d.address, ['run', '--rm', '--env', 'PATH=/bin', '--cwd', '/tmp', '--rootfs', rootfs, 'c2', 'sh', '-c', 'pwd; echo $PATH']);
+    const r = await C('run', '--rm', '--env', 'PATH=/bin', '--cwd', '/tmp', '--rootfs', rootfs, 'c2', 'sh', '-c', 'pwd; echo $PATH');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, '/tmp\n/bin\n');
   });
 
   test('run -d, ls, info, ps, exec, pause/resume, kill, rm (ctr)', async () => {
-    let r = await C('run', '-d', '--rootfs', rootfs, 'd1', '/bin/sleep', '300');
-    assert.equal(r.code, 0, r.stderr);
-    r = await C('tasks', 'ls');
-    assert.match(r.stdout, /^TASK {4}PID {6}STATUS {4}\n/);
-    const line = r.stdout.split('\n').find((l) => l.startsWith('d1 '));
-    assert.match(line ?? '', /^d1\s+\d+\s+RUNNING$/);
-    const pid = Number(line!.split(/\s+/)[1]);
-    r = await C('containers', 'info', 'd1');
-    assert.match(r.stdout, /"Name": "io.containerd.runc.v2"/);
-    r = await C('tasks', 'ps', 'd1');
-    assert.match(r.stdout, new RegExp(`^${pid}\\s+-$`, 'm'));
-    r = await C('tasks', 'exec', '--exec-id', 'x1', 'd1', '/bin/sh', '-c', 'echo in-exec; exit 3');
-    assert.equal(r.code, 3);
-    assert.equal(r.stdout, 'in-exec\n');
-    assert.equal((await C('tasks', 'pause', 'd1')).code, 0);
-    assert.match((await C('tasks', 'ls')).stdout, /^d1\s+\d+\s+PAUSED$/m);
-    assert.equal((await C('tasks', 'resume', 'd1')).code, 0);
-    assert.match((await C('tasks', 'ls')).stdout, /^d1\s+\d+\s+RUNNING$/m);
-    r = await C('tasks', 'metrics', 'd1');
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /pids.current/);
-    // Running tasks cannot be removed.
-    assert.notEqual((await C('containers', 'rm', 'd1')).code, 0);
-    assert.equal((await C('tasks', 'kill', '-s', 'SIGKILL', 'd1')).code, 0);
-    await waitFor('STOPPED', async () => (/^d1\s+\d+\s+STOPPED$/m.test((await C('tasks', 'ls')).stdout) ? true : undefined));
-    r = await C('tasks', 'rm', 'd1');
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /exit with non-zero exit code 137/);
-    assert.equal((await C('containers', 'rm', 'd1')).code, 0);
-    assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+    try {
+      let r = await C('run', '-d', '--rootfs', rootfs, 'd1', '/bin/sleep', '300');
+      assert.equal(r.code, 0, r.stderr);
+      r = await C('tasks', 'ls');
+      assert.match(r.stdout, /^TASK {4}PID {4,}STATUS {4}\n/);
+      const line = r.stdout.split('\n').find((l) => l.startsWith('d1 '));
+      assert.match(line ?? '', /^d1\s+\d+\s+RUNNING$/);
+      const pid = Number(line!.split(/\s+/)[1]);
+      r = await C('containers', 'info', 'd1');
+      assert.match(r.stdout, /"Name": "io.containerd.runc.v2"/);
+      r = await C('tasks', 'ps', 'd1');
+      assert.match(r.stdout, new RegExp(`^${pid}\\s+-$`, 'm'));
+      r = await C('tasks', 'exec', '--exec-id', 'x1', 'd1', '/bin/sh', '-c', 'echo in-exec; exit 3');
+      assert.equal(r.code, 3);
+      assert.equal(r.stdout, 'in-exec\n');
+      assert.equal((await C('tasks', 'pause', 'd1')).code, 0);
+      assert.match((await C('tasks', 'ls')).stdout, /^d1\s+\d+\s+PAUSED$/m);
+      assert.equal((await C('tasks', 'resume', 'd1')).code, 0);
+      assert.match((await C('tasks', 'ls')).stdout, /^d1\s+\d+\s+RUNNING$/m);
+      r = await C('tasks', 'metrics', 'd1');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /pids.current/);
+      // Running tasks cannot be removed.
+      assert.notEqual((await C('containers', 'rm', 'd1')).code, 0);
+      assert.equal((await C('tasks', 'kill', '-s', 'SIGKILL', 'd1')).code, 0);
+      await waitFor('STOPPED', async () => (/^d1\s+\d+\s+STOPPED$/m.test((await C('tasks', 'ls')).stdout) ? true : undefined));
+      r = await C('tasks', 'rm', 'd1');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /exit with non-zero exit code 137/);
+      assert.equal((await C('containers', 'rm', 'd1')).code, 0);
+      assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+    } finally {
+      await cleanup('d1');
+    }
   });
 
   test('Tasks API semantics: Get fields, zero exited_at, NotFound text, exec ids, checkpoint', async () => {
-    const conn = d.connect();
+    const conn = d.connect(NS);
     const tasks = conn.service(TasksDefinition);
     assert.equal((await C('run', '-d', '--rootfs', rootfs, 'g1', '/bin/sleep', '300')).code, 0);
     try {
@@ -136,14 +153,14 @@ describe('tasks with runc v2 shims', () => {
       assert.ok(del.pid > 0);
       await assert.rejects(tasks.get({ containerId: 'g1' }), (e) => codeOf(e) === Code.NOT_FOUND && (e as Error).message === 'task g1 not found');
       await assert.rejects(tasks.delete({ containerId: 'g1' }), (e) => codeOf(e) === Code.NOT_FOUND);
-      await assert.rejects(tasks.get({ containerId: 'none' }), (e) => /container "none" in namespace "default": not found/.test((e as Error).message));
+      await assert.rejects(tasks.get({ containerId: 'none' }), (e) => (e as Error).message === `container "none" in namespace "${NS}": not found`);
     } finally {
       await conn.service(ContainersDefinition).delete({ id: 'g1' }).catch(() => undefined);
     }
   });
 
   test('ctr events sees the whole run --rm sequence, once each', async () => {
-    const ev = spawn('ctr', ['-a', d.address, 'events'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const ev = spawn('ctr', ['-a', d.address, '-n', NS, 'events'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     ev.stdout.on('data', (b) => (out += b));
     await new Promise((r) => setTimeout(r, 400));
@@ -153,78 +170,90 @@ describe('tasks with runc v2 shims', () => {
     ev.kill();
     const topics = out.trim().split('\n').map((l) => l.split(' ')[5]);
     assert.deepEqual(topics, ['/containers/create', '/tasks/create', '/tasks/start', '/tasks/exit', '/tasks/delete', '/containers/delete']);
-    assert.match(out, /\/tasks\/create \{"container_id":"ev1","bundle":"[^"]+\/io.containerd.runtime.v2.task\/default\/ev1"/);
+    assert.ok(out.includes(`/tasks/create {"container_id":"ev1","bundle":"${join(d.state, 'io.containerd.runtime.v2.task', NS, 'ev1')}"`), out);
   });
 
   test('a shim that dies leaves a TaskExit/TaskDelete pair and no task', async () => {
-    assert.equal((await C('run', '-d', '--rootfs', rootfs, 'k1', '/bin/sleep', '300')).code, 0);
-    const ev = spawn('ctr', ['-a', d.address, 'events', 'topic~=/tasks/'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    ev.stdout.on('data', (b) => (out += b));
-    await new Promise((r) => setTimeout(r, 400));
-    const ps = await new Promise<string>((resolve) => {
-      const p = spawn('pgrep', ['-f', 'containerd-shim-runc-v2 -namespace default -id k1'], { stdio: ['ignore', 'pipe', 'ignore'] });
-      let s = '';
-      p.stdout.on('data', (b) => (s += b));
-      p.on('close', () => resolve(s));
-    });
-    const shimPid = Number(ps.trim().split('\n')[0]);
-    assert.ok(shimPid > 0, 'shim pid found');
-    process.kill(shimPid, 'SIGKILL');
-    await waitFor('exit and delete events', async () => (out.includes('/tasks/delete') ? true : undefined));
-    ev.kill();
-    assert.match(out, /\/tasks\/exit \{"container_id":"k1","id":"k1","pid":\d+,"exit_status":137/);
-    assert.equal((await C('tasks', 'ls', '-q')).stdout, '');
-    assert.equal((await C('containers', 'rm', 'k1')).code, 0);
+    try {
+      assert.equal((await C('run', '-d', '--rootfs', rootfs, 'k1', '/bin/sleep', '300')).code, 0);
+      const ev = spawn('ctr', ['-a', d.address, '-n', NS, 'events', 'topic~=/tasks/'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      ev.stdout.on('data', (b) => (out += b));
+      await new Promise((r) => setTimeout(r, 400));
+      const ps = await new Promise<string>((resolve) => {
+        const p = spawn('pgrep', ['-f', `containerd-shim-runc-v2 -namespace ${NS} -id k1`], { stdio: ['ignore', 'pipe', 'ignore'] });
+        let s = '';
+        p.stdout.on('data', (b) => (s += b));
+        p.on('close', () => resolve(s));
+      });
+      const shimPid = Number(ps.trim().split('\n')[0]);
+      assert.ok(shimPid > 0, 'shim pid found');
+      process.kill(shimPid, 'SIGKILL');
+      await waitFor('exit and delete events', async () => (out.includes('/tasks/delete') ? true : undefined));
+      ev.kill();
+      assert.match(out, /\/tasks\/exit \{"container_id":"k1","id":"k1","pid":\d+,"exit_status":137/);
+      assert.equal((await C('tasks', 'ls', '-q')).stdout, '');
+      assert.equal((await C('containers', 'rm', 'k1')).code, 0);
+    } finally {
+      await cleanup('k1');
+    }
   });
 
   test('berth run --rootfs: output, exit status, stdin, detached lifecycle', async () => {
-    let r = await berth(d.address, ['run', '--rm', '--rootfs', rootfs, 'b1', '/bin/echo', 'hello-berth']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, 'hello-berth\n');
-    r = await berth(d.address, ['run', '--rm', '--rootfs', rootfs, 'b2', '/bin/sh', '-c', 'echo e >&2; exit 7']);
-    assert.equal(r.code, 7);
-    assert.equal(r.stderr, 'e\n');
-    r = await berth(d.address, ['run', '--rm', '--rootfs', rootfs, 'b3', '/bin/cat'], { input: 'piped-in\n' });
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, 'piped-in\n');
+    try {
+      let r = await B(['run', '--rm', '--rootfs', rootfs, 'b1', '/bin/echo', 'hello-berth']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'hello-berth\n');
+      r = await B(['run', '--rm', '--rootfs', rootfs, 'b2', '/bin/sh', '-c', 'echo e >&2; exit 7']);
+      assert.equal(r.code, 7);
+      assert.equal(r.stderr, 'e\n');
+      r = await B(['run', '--rm', '--rootfs', rootfs, 'b3', '/bin/cat'], 'piped-in\n');
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'piped-in\n');
 
-    r = await berth(d.address, ['run', '-d', '--env', 'PATH=/bin', '--rootfs', rootfs, 'b4', 'sleep', '300']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal((await berth(d.address, ['tasks', 'ls'])).stdout, (await C('tasks', 'ls')).stdout);
-    assert.equal((await berth(d.address, ['containers', 'ls'])).stdout, (await C('containers', 'ls')).stdout);
-    assert.equal((await berth(d.address, ['containers', 'info', 'b4'])).stdout, (await C('containers', 'info', 'b4')).stdout);
-    assert.equal((await berth(d.address, ['tasks', 'ps', 'b4'])).stdout, (await C('tasks', 'ps', 'b4')).stdout);
-    r = await berth(d.address, ['tasks', 'exec', '--exec-id', 'e1', 'b4', 'sh', '-c', 'echo from-exec; exit 5']);
-    assert.equal(r.code, 5);
-    assert.equal(r.stdout, 'from-exec\n');
-    assert.equal((await berth(d.address, ['tasks', 'pause', 'b4'])).code, 0);
-    assert.match((await berth(d.address, ['tasks', 'ls'])).stdout, /^b4\s+\d+\s+PAUSED$/m);
-    assert.equal((await berth(d.address, ['tasks', 'resume', 'b4'])).code, 0);
-    r = await berth(d.address, ['tasks', 'metrics', 'b4']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^pids.current\s+\d+/m);
-    assert.equal((await berth(d.address, ['tasks', 'kill', '-s', 'KILL', 'b4'])).code, 0);
-    await waitFor('STOPPED', async () => (/^b4\s+\d+\s+STOPPED$/m.test((await berth(d.address, ['tasks', 'ls'])).stdout) ? true : undefined));
-    r = await berth(d.address, ['tasks', 'rm', 'b4']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal((await berth(d.address, ['containers', 'rm', 'b4'])).code, 0);
-    assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+      r = await B(['run', '-d', '--env', 'PATH=/bin', '--rootfs', rootfs, 'b4', 'sleep', '300']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await B(['tasks', 'ls'])).stdout, (await C('tasks', 'ls')).stdout);
+      assert.equal((await B(['containers', 'ls'])).stdout, (await C('containers', 'ls')).stdout);
+      assert.equal((await B(['containers', 'info', 'b4'])).stdout, (await C('containers', 'info', 'b4')).stdout);
+      assert.equal((await B(['tasks', 'ps', 'b4'])).stdout, (await C('tasks', 'ps', 'b4')).stdout);
+      r = await B(['tasks', 'exec', '--exec-id', 'e1', 'b4', 'sh', '-c', 'echo from-exec; exit 5']);
+      assert.equal(r.code, 5);
+      assert.equal(r.stdout, 'from-exec\n');
+      assert.equal((await B(['tasks', 'pause', 'b4'])).code, 0);
+      assert.match((await B(['tasks', 'ls'])).stdout, /^b4\s+\d+\s+PAUSED$/m);
+      assert.equal((await B(['tasks', 'resume', 'b4'])).code, 0);
+      r = await B(['tasks', 'metrics', 'b4']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^pids.current\s+\d+/m);
+      assert.equal((await B(['tasks', 'kill', '-s', 'KILL', 'b4'])).code, 0);
+      await waitFor('STOPPED', async () => (/^b4\s+\d+\s+STOPPED$/m.test((await B(['tasks', 'ls'])).stdout) ? true : undefined));
+      r = await B(['tasks', 'rm', 'b4']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((await B(['containers', 'rm', 'b4'])).code, 0);
+      assert.equal((await C('containers', 'ls', '-q')).stdout, '');
+    } finally {
+      await cleanup('b1', 'b2', 'b3', 'b4');
+    }
   });
 
   test('berth containers create + label + tasks start', async () => {
-    let r = await berth(d.address, ['containers', 'create', '--label', 'team=a', '--rootfs', rootfs, 'cc1', '/bin/echo', 'started']);
-    assert.equal(r.code, 0, r.stderr);
-    r = await berth(d.address, ['containers', 'label', 'cc1', 'team=b', 'x=1']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.stdout.trim().split(',').sort(), ['team=b', 'x=1']);
-    r = await C('containers', 'info', 'cc1');
-    assert.match(r.stdout, /"team": "b"/);
-    r = await berth(d.address, ['tasks', 'start', 'cc1']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, 'started\n');
-    assert.equal((await berth(d.address, ['containers', 'rm', 'cc1'])).code, 0);
-    await waitFor('bundle removal', async () =>
-      (readdirSync(join(d.state, 'io.containerd.runtime.v2.task', 'default')).includes('cc1') ? undefined : true));
+    try {
+      let r = await B(['containers', 'create', '--label', 'team=a', '--rootfs', rootfs, 'cc1', '/bin/echo', 'started']);
+      assert.equal(r.code, 0, r.stderr);
+      r = await B(['containers', 'label', 'cc1', 'team=b', 'x=1']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split(',').sort(), ['team=b', 'x=1']);
+      r = await C('containers', 'info', 'cc1');
+      assert.match(r.stdout, /"team": "b"/);
+      r = await B(['tasks', 'start', 'cc1']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'started\n');
+      assert.equal((await B(['containers', 'rm', 'cc1'])).code, 0);
+      await waitFor('bundle removal', async () =>
+        (readdirSync(join(d.state, 'io.containerd.runtime.v2.task', NS)).includes('cc1') ? undefined : true));
+    } finally {
+      await cleanup('cc1');
+    }
   });
 });

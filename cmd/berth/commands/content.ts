@@ -194,19 +194,26 @@ export interface IngestOptions {
  */
 export async function ingest(ctx: CliContext, input: AsyncIterable<Buffer>, o: IngestOptions): Promise<string> {
   const api = await contentApi(ctx);
+  const progress = { readInput: false };
   for (let backoff = 16; ; backoff = Math.min(backoff * 2, 2048)) {
     try {
-      return await ingestOnce(api, input, o);
+      return await ingestOnce(api, input, o, progress);
     } catch (err) {
       if (isAlreadyExists(err)) return '';
-      // Another writer holds the ref: wait and try again (a dead daemon is not worth waiting for).
-      if (!isUnavailable(err) || messageOf(err).startsWith('cannot connect')) throw err;
+      // Another writer holds the ref: wait and try again. Not once input was consumed (it cannot
+      // be replayed), nor when the daemon is not there at all.
+      if (!isUnavailable(err) || progress.readInput || messageOf(err).startsWith('cannot connect')) throw err;
       await new Promise((r) => setTimeout(r, Math.random() * backoff));
     }
   }
 }
 
-async function ingestOnce(api: Awaited<ReturnType<typeof contentApi>>, input: AsyncIterable<Buffer>, o: IngestOptions): Promise<string> {
+async function ingestOnce(
+  api: Awaited<ReturnType<typeof contentApi>>,
+  input: AsyncIterable<Buffer>,
+  o: IngestOptions,
+  progress: { readInput: boolean },
+): Promise<string> {
   const call = await api.write();
   const responses = call.responses[Symbol.asyncIterator]();
   let failure: Error | undefined;
@@ -256,6 +263,7 @@ async function ingestOnce(api: Awaited<ReturnType<typeof contentApi>>, input: As
     await send({ action: STAT });
     const st = await until(sent);
     let offset = st.offset;
+    progress.readInput = true;
     for await (const data of chunked(input, CHUNK, offset)) {
       await send({ action: WRITE, offset, data });
       offset += data.length;

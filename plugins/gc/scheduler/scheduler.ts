@@ -157,6 +157,7 @@ export class Scheduler implements GcScheduler {
   private async run(): Promise<void> {
     const waiters = this.waiters.splice(0);
     const started = Date.now();
+    this.log?.debug('collecting garbage', { triggered: this.triggered, deletions: this.deletions, mutations: this.mutations, waiters: waiters.length });
     this.dirty = false;
     let stats: GcStats;
     try {

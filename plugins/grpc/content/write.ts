@@ -136,7 +136,7 @@ function sendOn(call: grpc.ServerDuplexStream<unknown, unknown>, msg: WriteRespo
 
 /**
  * Uploads are one-message-at-a-time round trips of up to 1 MiB; with HTTP/2's default 64 KiB
- * windows each message also waits for a dozen window updates. Widen the session's receive
+ * windows each message also waits for some sixteen window updates. Widen the session's receive
  * windows once (best effort: this reaches into grpc-js's call to find the HTTP/2 session).
  */
 const widened = new WeakSet<object>();

@@ -594,8 +594,7 @@ export function attachContent(md: Metadata, backend: ContentBackend, opts: { sha
   md.addNamespaceResource(store.namespaceResource);
   md.addGcSource(new ContentGcSource(md.db, store));
   md.addGcSource(new IngestGcSource(md.db, store));
-  if ('keepIngest' in backend || typeof (backend as BackendExtras).ingestRefs === 'function') {
-    backend.keepIngest = (ref, now) => store.keepBackendIngest(ref, now);
-  }
+  // The local store's janitor asks before removing a stale ingest (other backends ignore it).
+  backend.keepIngest = (ref, now) => store.keepBackendIngest(ref, now);
   return store;
 }

@@ -43,6 +43,9 @@ export async function collect(db: Database, sources: readonly GcSource[], now = 
       }
     }
   }).immediate();
+  // The pause is the marked-and-swept transaction (containerd's GCStats.Elapsed): backend
+  // cleanup below runs with the metadata unlocked and does not count against the scheduler.
+  const pauseMs = performance.now() - started;
   const removedNodes: GcNode[] = [];
   for (const [s, dead] of removedBySource) {
     removedNodes.push(...dead);
@@ -50,5 +53,5 @@ export async function collect(db: Database, sources: readonly GcSource[], now = 
   }
   // Sources that clean backends even when nothing was removed this round (orphans from crashes).
   for (const s of sources) if (!removedBySource.has(s)) await s.afterCollect?.([]);
-  return { removed: removedNodes.length, ms: performance.now() - started, removedNodes };
+  return { removed: removedNodes.length, ms: pauseMs, removedNodes };
 }

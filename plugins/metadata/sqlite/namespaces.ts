@@ -76,6 +76,10 @@ export class SqliteNamespaceStore implements NamespaceStore {
         throw new FailedPreconditionError(`namespace ${JSON.stringify(name)} must be empty, but it still has ${held.join(', ')}`);
       }
       this.q.delete.run(name);
+      // What containerd keeps in the namespace bucket without blocking its removal goes with it.
+      for (const table of ['leases', 'lease_resources', 'ingests', 'sequences']) {
+        this.db.prepare(`DELETE FROM ${table} WHERE namespace = ?`).run(name);
+      }
     })();
   }
 }

@@ -6,16 +6,27 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { prctlSetChildSubreaper } from '../../../../core/sys/syscalls.js';
 import { Reaper, UNKNOWN_EXIT_STATUS } from '../../../../cmd/containerd-shim-berth-v2/reaper.js';
 import type { ChildExit } from '../../../../cmd/containerd-shim-berth-v2/libc.js';
 
 prctlSetChildSubreaper();
-// Signal handlers and the reaper's timer do not keep Node alive (in the shim the ttrpc server
-// does); tests waiting for SIGCHLD need something that does.
-const keepAlive = setInterval(() => {}, 1000);
-after(() => clearInterval(keepAlive));
+
+/**
+ * Signal handlers and the reaper's timer do not keep Node alive (in the shim the ttrpc server
+ * does), so each test holds a timer while it waits for SIGCHLD.
+ */
+function alive(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    const timer = setInterval(() => {}, 1000);
+    try {
+      await fn();
+    } finally {
+      clearInterval(timer);
+    }
+  };
+}
 
 /** Starts `script` in a shell that exits at once, leaving the background job as our orphan. */
 async function orphan(script: string): Promise<number> {
@@ -27,7 +38,7 @@ function exitOf(reaper: Reaper, pid: number): Promise<ChildExit> {
   return new Promise((resolve) => reaper.watch(pid, resolve));
 }
 
-test('re-parented orphans are reaped on SIGCHLD with their exit code or 128+signal', async () => {
+test('re-parented orphans are reaped on SIGCHLD with their exit code or 128+signal', alive(async () => {
   const reaper = new Reaper();
   try {
     const quick = await orphan('exit 4');
@@ -44,9 +55,9 @@ test('re-parented orphans are reaped on SIGCHLD with their exit code or 128+sign
   } finally {
     reaper.close();
   }
-});
+}));
 
-test("libuv's own children keep their exit statuses", async () => {
+test("libuv's own children keep their exit statuses", alive(async () => {
   const reaper = new Reaper();
   try {
     const watched = await orphan('sleep 0.1');
@@ -59,9 +70,9 @@ test("libuv's own children keep their exit statuses", async () => {
   } finally {
     reaper.close();
   }
-});
+}));
 
-test('a pid that is not our child is reported once it is gone, with an unknown status', async () => {
+test('a pid that is not our child is reported once it is gone, with an unknown status', alive(async () => {
   const reaper = new Reaper({ listenForSignals: false });
   try {
     // Our own child via libuv: not ours to reap, so waitid says ECHILD only after libuv reaped it.
@@ -75,4 +86,4 @@ test('a pid that is not our child is reported once it is gone, with an unknown s
   } finally {
     reaper.close();
   }
-});
+}));
