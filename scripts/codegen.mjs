@@ -2,7 +2,7 @@
 // into api/gen, using the buf binary shipped in the @bufbuild/buf npm package and
 // ts-proto as a local plugin, so no protoc has to be installed on the machine.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,8 +46,28 @@ execFileSync(bin('buf'), ['generate', '--template', templatePath], {
   stdio: 'inherit',
 });
 rmSync(templatePath);
+stripClientConstructors(staging);
 const old = `${out}.old-${process.pid}`;
 if (existsSync(out)) renameSync(out, old);
 renameSync(staging, out);
 rmSync(old, { recursive: true, force: true });
 console.log(`codegen: wrote ${out}`);
+
+/**
+ * berth uses the generated service definitions, never ts-proto's grpc-js client classes. Those
+ * are built at import time by makeGenericClientConstructor, which keeps @grpc/grpc-js in every
+ * bundle importing a service module (≈ 12 MB of memory in each shim). Dropping the constructor
+ * lets the bundler leave grpc-js out where only the definitions and codecs are used.
+ */
+function stripClientConstructors(dir) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) { stripClientConstructors(p); continue; }
+    if (!name.endsWith('.ts')) continue;
+    const text = readFileSync(p, 'utf8');
+    const stripped = text
+      .replace(/export const \w+Client = makeGenericClientConstructor\([\s\S]*?\n\};\n/g, '')
+      .replace(/^\s*makeGenericClientConstructor,\n/m, '');
+    if (stripped !== text) writeFileSync(p, stripped);
+  }
+}

@@ -139,28 +139,18 @@ export async function runDaemonCommand(
  * event it raises).
  */
 async function publishEvent(args: DaemonArgs): Promise<void> {
-  const { InvalidArgumentError, fromStatus } = await import('../errdefs/errdefs.js');
+  const { InvalidArgumentError } = await import('../errdefs/errdefs.js');
   if (!args.topic) throw new InvalidArgumentError('topic required to publish event');
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
   const { Any } = await import('../../api/gen/google/protobuf/any.js');
   const event = Any.decode(Buffer.concat(chunks));
-  const grpcModule = await import('@grpc/grpc-js');
-  // A CommonJS module: bundled, its exports sit on `default`.
-  const grpc = ((grpcModule as unknown as { default?: typeof grpcModule }).default ?? grpcModule) as typeof grpcModule;
-  const { EventsClient } = await import('../../api/gen/services/events/v1/events.js');
-  const address = args.address ?? '';
-  const client = new EventsClient(address.startsWith('unix:') ? address : `unix://${address}`, grpc.credentials.createInsecure());
+  const { Connection } = await import('../../client/connection.js');
+  const { EventsDefinition } = await import('../../api/gen/services/events/v1/events.js');
+  const conn = new Connection({ address: args.address ?? '', namespace: args.namespace ?? '', timeoutMs: 10_000 });
   try {
-    const md = new grpc.Metadata();
-    if (args.namespace) md.set('containerd-namespace', args.namespace);
-    await new Promise<void>((resolve, reject) => {
-      client.publish({ topic: args.topic!, event }, md, { deadline: Date.now() + 10_000 }, (err) => {
-        if (err) reject(fromStatus(err.code, err.details ?? err.message));
-        else resolve();
-      });
-    });
+    await conn.service(EventsDefinition).publish({ topic: args.topic, event });
   } finally {
-    client.close();
+    conn.close();
   }
 }

@@ -16,15 +16,23 @@ export interface SyscallError extends NodeJS.ErrnoException {
 
 let errorMap: Map<number, [string, string]> | undefined;
 
-/** 'EBUSY' etc. for a positive errno; falls back to 'E<n>' for numbers libuv does not know. */
+/** Linux errnos libuv has no name for but the daemon meets (waitid, ioctl, xattrs). */
+const LINUX_EXTRA: Record<number, [string, string]> = {
+  10: ['ECHILD', 'no child processes'],
+  61: ['ENODATA', 'no data available'],
+  25: ['ENOTTY', 'inappropriate ioctl for device'],
+  95: ['EOPNOTSUPP', 'operation not supported'],
+};
+
+/** 'EBUSY' etc. for a positive errno; falls back to 'E<n>' for numbers nobody knows. */
 export function errnoName(errno: number): string {
   errorMap ??= getSystemErrorMap();
-  return errorMap.get(-Math.abs(errno))?.[0] ?? `E${errno}`;
+  return errorMap.get(-Math.abs(errno))?.[0] ?? LINUX_EXTRA[Math.abs(errno)]?.[0] ?? `E${errno}`;
 }
 
 function errnoDescription(errno: number): string {
   errorMap ??= getSystemErrorMap();
-  return errorMap.get(-Math.abs(errno))?.[1] ?? `errno ${errno}`;
+  return errorMap.get(-Math.abs(errno))?.[1] ?? LINUX_EXTRA[Math.abs(errno)]?.[1] ?? `errno ${errno}`;
 }
 
 /**

@@ -1,6 +1,7 @@
 // `berth install` and the real `ctr install` against berthd: a "tool" image built here (a gzip
-// layer with bin/hello-tool, lib/libhello.so.1, etc/ignored.conf and usr/bin/nested, plus an
-// uncompressed layer adding bin/second-tool and a symlink) is imported with ctr, then
+// layer with bin/hello-tool, lib/libhello.so.1, etc/ignored.conf and usr/bin/nested, an
+// uncompressed layer adding bin/second-tool and a symlink, a zstd layer adding bin/zstd-tool)
+// is imported with ctr, then
 // installed into the opt directory berthd exports (and into --path). Only bin/ (and lib/ with
 // --libs) lands there; an existing file needs --replace; ctr behaves the same against berthd.
 import { after, before, describe, it } from 'node:test';
@@ -42,9 +43,16 @@ async function buildToolImage(work: string, file: string): Promise<void> {
   symlinkSync('hello-tool', join(l2, 'bin', 'ht'));
   const raw2 = await tarOf(l2, ['bin']);
 
+  const l3 = join(work, 'l3');
+  mkdirSync(join(l3, 'bin'), { recursive: true });
+  writeFileSync(join(l3, 'bin', 'zstd-tool'), '#!/bin/sh\necho from a zstd layer\n');
+  chmodSync(join(l3, 'bin', 'zstd-tool'), 0o755);
+  const raw3 = await tarOf(l3, ['bin']);
+  const layer3 = execFileSync('zstd', ['-q', '-c'], { input: raw3 });
+
   const config = Buffer.from(JSON.stringify({
     architecture: 'amd64', os: 'linux', config: {},
-    rootfs: { type: 'layers', diff_ids: [`sha256:${sha(raw1)}`, `sha256:${sha(raw2)}`] },
+    rootfs: { type: 'layers', diff_ids: [`sha256:${sha(raw1)}`, `sha256:${sha(raw2)}`, `sha256:${sha(raw3)}`] },
   }));
   const manifest = Buffer.from(JSON.stringify({
     schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
@@ -52,11 +60,12 @@ async function buildToolImage(work: string, file: string): Promise<void> {
     layers: [
       { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: `sha256:${sha(layer1)}`, size: layer1.length },
       { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${sha(raw2)}`, size: raw2.length },
+      { mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd', digest: `sha256:${sha(layer3)}`, size: layer3.length },
     ],
   }));
   const oci = join(work, 'oci');
   mkdirSync(join(oci, 'blobs', 'sha256'), { recursive: true });
-  for (const b of [layer1, raw2, config, manifest]) writeFileSync(join(oci, 'blobs', 'sha256', sha(b)), b);
+  for (const b of [layer1, raw2, layer3, config, manifest]) writeFileSync(join(oci, 'blobs', 'sha256', sha(b)), b);
   writeFileSync(join(oci, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
   writeFileSync(join(oci, 'index.json'), JSON.stringify({
     schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
@@ -118,6 +127,7 @@ describe('berth install', () => {
     assert.equal(execFileSync(tool).toString(), 'hello from the tool\n');
     assert.equal(statSync(join(opt, 'bin', 'second-tool')).mode & 0o777, 0o750, 'uncompressed layer too');
     assert.equal(readlinkSync(join(opt, 'bin', 'ht')), 'hello-tool');
+    assert.equal(execFileSync(join(opt, 'bin', 'zstd-tool')).toString(), 'from a zstd layer\n', 'zstd layer too');
     assert.ok(!existsSync(join(opt, 'etc')), 'etc/ is not installed');
     assert.ok(!existsSync(join(opt, 'usr')), 'usr/bin/ is not bin/');
     assert.ok(!existsSync(join(opt, 'lib', 'libhello.so.1')), 'lib/ only with --libs');
@@ -180,6 +190,7 @@ describe('ctr install against berthd', () => {
     assert.equal(execFileSync(tool).toString(), 'hello from the tool\n');
     assert.ok(statSync(tool).mode & 0o111);
     assert.ok(existsSync(join(opt, 'bin', 'second-tool')));
+    assert.ok(existsSync(join(opt, 'bin', 'zstd-tool')));
     assert.ok(!existsSync(join(opt, 'etc')));
     assert.ok(!existsSync(join(opt, 'lib', 'libhello.so.1')));
 

@@ -22,6 +22,7 @@ import { isGrpcPlugin } from '../../core/server/grpc-adapter.js';
 import { listenGrpc, type RunningServer } from '../../core/server/grpc-server.js';
 import { LocalContentStore } from '../../plugins/content/local/store.js';
 import { startRegistry } from './client/remotes/helpers.js';
+import { btrfsFixture } from './plugins/snapshotter/btrfs-fixture.js';
 import { contentGrpcPlugin } from '../../plugins/grpc/content/plugin.js';
 
 const BUSYBOX = 'docker.io/library/busybox:latest';
@@ -230,6 +231,36 @@ describe('berth snapshotter serve', () => {
     }
     assert.ok(!existsSync(address), 'socket removed');
     assert.match(log, /received SIGTERM, shutting down/);
+  });
+});
+
+describe('berth snapshotter serve --snapshotter btrfs', () => {
+  it('says why when its root is not on btrfs', async () => {
+    const r = await berth(join(work, 'unused.sock'), ['snapshotter', 'serve', '--snapshotter', 'btrfs', '--address', join(work, 'btrfs-no.sock'), '--root', join(work, 'not-btrfs')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /snapshotter btrfs did not start: path .* must be a btrfs filesystem to be used with the btrfs snapshotter: skip plugin/);
+  });
+
+  it('serves subvolumes from a btrfs filesystem to berthd', async () => {
+    const fs = await btrfsFixture();
+    let serve: Serve | undefined;
+    let d: TestDaemon | undefined;
+    try {
+      serve = await startServe(join(work, 'btrfs.sock'), join(fs.mountpoint, 'serve-root'), 'btrfs');
+      d = await startDaemon({ extraConfig: `[proxy_plugins.remotebtrfs]\n  type = "snapshot"\n  address = "${serve.address}"` });
+      const snap = (args: string[]) => must(ctr(d!.address, ['snapshots', '--snapshotter', 'remotebtrfs', ...args]), args.join(' '));
+      await snap(['prepare', 'b1', '']);
+      assert.match(await snap(['mounts', '/mnt', 'b1']), /^mount -t btrfs \S+ \/mnt -o subvolid=\d+$/m);
+      await snap(['commit', 'b1c', 'b1']);
+      await snap(['view', 'b1v', 'b1c']);
+      assert.match(await snap(['mounts', '/mnt', 'b1v']), /-o subvolid=\d+,ro$/m);
+      assert.match(await snap(['ls']), /^b1v\s+b1c\s+View/m);
+      await snap(['rm', 'b1v', 'b1c']);
+    } finally {
+      await d?.dispose();
+      await serve?.kill('SIGTERM');
+      await fs.dispose();
+    }
   });
 });
 

@@ -10,6 +10,7 @@
  * is read. SIGTERM/SIGINT stop the server, close the snapshotter and remove the socket.
  */
 import type { Command } from 'commander';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../action.js';
 
@@ -73,6 +74,9 @@ async function serve(opts: ServeOptions, cmd: Command): Promise<void> {
 
   const log = createLogger({ level, format: 'text' });
   for (const w of warnings) log.warn(w);
+  // As berthd does with its root and state: plugins create their own directories below them.
+  mkdirSync(root, { recursive: true, mode: 0o711 });
+  mkdirSync(join(root, 'state'), { recursive: true, mode: 0o711 });
   const kernel = new Kernel([reg], {
     root,
     state: join(root, 'state'),

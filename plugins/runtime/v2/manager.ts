@@ -61,14 +61,19 @@ export class TaskManager implements PlatformRuntime {
     // A previous task of the same id may still be tearing down its bundle.
     await this.cleanups.get(key);
     let task: ShimTask;
+    const t0 = performance.now();
     try {
       task = await this.startShim(namespace, id, opts);
     } catch (err) {
       throw wrapError('failed to start shim', err);
     }
     this.live.set(key, task);
+    const t1 = performance.now();
     try {
       await task.create(opts, call);
+      if (this.cfg.log.debugEnabled) {
+        this.cfg.log.debug('task created', { id, namespace, shimMs: +(t1 - t0).toFixed(2), createMs: +(performance.now() - t1).toFixed(2) });
+      }
     } catch (err) {
       this.live.delete(key);
       await task.deleteInit({ timeoutMs: this.cfg.timeouts.cleanupMs }).catch(() => undefined);
@@ -145,10 +150,15 @@ export class TaskManager implements PlatformRuntime {
     let log: ShimLog | undefined;
     try {
       log = await ShimLog.open(bundle);
+      const t0 = performance.now();
       const address = await startShim(binary, bundle, opts.taskOptions ?? opts.runtimeOptions).catch((err) => {
         throw wrapError('start failed', err);
       });
+      const t1 = performance.now();
       const client = await TtrpcClient.connect(address, { timeoutMs: DIAL_TIMEOUT_MS });
+      if (this.cfg.log.debugEnabled) {
+        this.cfg.log.debug('shim started', { id, namespace, startMs: +(t1 - t0).toFixed(2), dialMs: +(performance.now() - t1).toFixed(2) });
+      }
       return this.attach(bundle, client, log, binary);
     } catch (err) {
       log?.close();

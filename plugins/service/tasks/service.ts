@@ -100,8 +100,10 @@ export class LocalTasksService implements TasksService {
       taskOptions: req.options,
     }, { signal: ctx.signal });
     let pid: number;
+    const tp = performance.now();
     try {
       pid = await task.pid();
+      if (this.d.log.debugEnabled) this.d.log.debug('task pid', { ms: +(performance.now() - tp).toFixed(2) });
     } catch (err) {
       throw new RemoteError(Code.UNKNOWN, `failed to get task pid: ${messageOf(err)}`);
     }
