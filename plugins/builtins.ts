@@ -20,6 +20,7 @@ import { namespacesServicePlugin } from './service/namespaces/plugin.js';
 import { snapshotsServicePlugin } from './service/snapshots/plugin.js';
 import { snapshotsGrpcPlugin } from './grpc/snapshots/plugin.js';
 import { containersServicePlugin } from './service/containers/plugin.js';
+import { runtimeV1Plugin } from './runtime/v1/plugin.js';
 import { runtimeV2Plugin } from './runtime/v2/plugin.js';
 import { tasksServicePlugin } from './service/tasks/plugin.js';
 import { containersGrpcPlugin } from './grpc/containers/plugin.js';
@@ -53,6 +54,7 @@ export const builtins: readonly Registration<any, any>[] = [
   leasesServicePlugin,
   namespacesServicePlugin,
   snapshotsServicePlugin,
+  runtimeV1Plugin,
   runtimeV2Plugin,
   tasksServicePlugin,
   introspectionGrpcPlugin,

@@ -124,12 +124,15 @@ export class FifoIO {
     await Promise.race([all, new Promise<void>((r) => setTimeout(r, timeoutMs).unref())]);
   }
 
-  /** Closes every FIFO and removes the directory. */
-  close(): void {
+  /**
+   * Closes every FIFO and removes the directory — unless `keepFiles` (a detached task keeps
+   * its FIFOs so that `tasks attach` can reopen them later, as with ctr).
+   */
+  close(keepFiles = false): void {
     for (const fd of this.placeholders.splice(0)) closeSync(fd);
     for (const s of this.sockets) s.destroy();
     this.stdinSocket?.destroy();
     this.detachStdin();
-    rmSync(this.fifos.dir, { recursive: true, force: true });
+    if (!keepFiles && this.fifos.dir) rmSync(this.fifos.dir, { recursive: true, force: true });
   }
 }

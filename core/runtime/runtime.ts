@@ -84,7 +84,8 @@ export interface Process {
   kill(signal: number, all: boolean, opts?: CallOptions): Promise<void>;
   resizePty(width: number, height: number, opts?: CallOptions): Promise<void>;
   closeIO(opts?: CallOptions): Promise<void>;
-  start(opts?: CallOptions): Promise<void>;
+  /** Starts the process; resolves its pid when the runtime reports it with the start reply. */
+  start(opts?: CallOptions): Promise<number | void>;
   wait(opts?: CallOptions): Promise<Exit>;
 }
 
@@ -94,7 +95,7 @@ export interface ExecProcess extends Process {
 
 export interface Task extends Process {
   readonly namespace: string;
-  /** The init process's pid as the shim reports it. */
+  /** The init process's pid as the shim reports it (known from create, else asked for). */
   pid(opts?: CallOptions): Promise<number>;
   pause(opts?: CallOptions): Promise<void>;
   resume(opts?: CallOptions): Promise<void>;

@@ -5,7 +5,7 @@ import { goJson } from '../output.js';
 import { isNotFound } from '../../../core/errdefs/errdefs.js';
 import { SPEC_TYPE_URL } from '../../../core/containers/containers.js';
 import { containerFlags, newContainer, removeContainer } from './run.js';
-import { goRFC3339, goTabwriter, services, STATUS_NAMES } from './tasks.js';
+import { goRFC3339, goTabwriter, goTimeString, services, STATUS_NAMES } from './tasks.js';
 
 type AnyPb = { typeUrl: string; value: Uint8Array } | undefined;
 
@@ -45,8 +45,8 @@ export function register(program: Command): void {
     containers.command('create')
       .description('create container')
       .usage('[flags] Image|RootFS CONTAINER [COMMAND] [ARG...]')
-      .argument('[args...]')
-      .passThroughOptions(),
+      // Unlike run, ctr's `containers create` parses flags anywhere on the line.
+      .argument('[args...]'),
   ).action(action(async (ctx, positionals, opts) => {
     if (opts.config) throw new UsageError('--config is not supported by berth containers create');
     await newContainer(ctx, positionals, opts);
@@ -71,7 +71,7 @@ export function register(program: Command): void {
           }
           if (task) {
             if (task.status !== 3 && task.status !== 1) {
-              throw new Error(`cannot delete a non stopped container: {${STATUS_NAMES[task.status]?.toLowerCase()} ${task.exitStatus} ${goRFC3339(task.exitedAt ?? new Date(-62135596800000))}}`);
+              throw new Error(`cannot delete a non stopped container: {${STATUS_NAMES[task.status]?.toLowerCase()} ${task.exitStatus} ${goTimeString(task.exitedAt ?? new Date(-62135596800000))}}`);
             }
             await svc.tasks.delete({ containerId: id });
           }

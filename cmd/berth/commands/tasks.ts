@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { constants as osConstants } from 'node:os';
 import { writeFileSync, renameSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { action, collect, UsageError } from '../action.js';
+import { action, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
 import { Code, isNotFound, RemoteError } from '../../../core/errdefs/errdefs.js';
 import { FifoIO, newFifoSet, type FifoSet } from '../../../client/cio/fifo.js';
@@ -103,13 +103,6 @@ export function writePidFile(path: string, pid: number): void {
   const tmp = join(dirname(abs), `.${basename(abs)}`);
   writeFileSync(tmp, String(pid), { flag: 'wx' });
   renameSync(tmp, abs);
-}
-
-/** Process exit with the task's status, as ctr's cli.NewExitError does. */
-export class ExitCode extends Error {
-  constructor(readonly code: number) {
-    super('');
-  }
 }
 
 // ------------------------------------------------------------------ attached processes
@@ -351,7 +344,7 @@ export function register(program: Command): void {
       } finally {
         stop();
         if (tty && process.stdin.isTTY) process.stdin.setRawMode(false);
-        for (const s of [process.stdin]) s.pause();
+        io.close(true);
       }
     }));
 
@@ -440,7 +433,7 @@ export function register(program: Command): void {
         if (r.status) return r.status;
       } finally {
         io.restoreTty?.();
-        if (!opts.detach) io.io?.close();
+        io.io?.close(!!opts.detach);
       }
     }));
 
@@ -599,13 +592,8 @@ export async function createAndRunTask(
     return result.status ?? 0;
   } finally {
     io.restoreTty?.();
-    if (opts.detach) {
-      // The shim holds the FIFOs open; their directory entries are no longer needed.
-      io.io?.close();
-    } else {
-      io.io?.close();
-    }
+    // A detached task keeps its FIFO files for `tasks attach`.
+    io.io?.close(opts.detach);
   }
 }
 
-export { collect };

@@ -6,9 +6,9 @@
  */
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TtrpcClient } from '../../../api/ttrpc/index.js';
+import { TtrpcClient, TtrpcClosedError } from '../../../api/ttrpc/index.js';
 import type { ContainerStore } from '../../../core/containers/containers.js';
-import { AlreadyExistsError, messageOf, NotFoundError } from '../../../core/errdefs/errdefs.js';
+import { AlreadyExistsError, isNotFound, messageOf, NotFoundError } from '../../../core/errdefs/errdefs.js';
 import { packAny } from '../../../core/events/any.js';
 import type { EventExchange } from '../../../core/events/exchange.js';
 import type { Logger } from '../../../core/log/logger.js';
@@ -53,6 +53,24 @@ export class TaskManager implements PlatformRuntime {
     await this.loadExistingTasks();
   }
 
+  /**
+   * Loads what the first task needs (libc through koffi for mkfifo, the mount module) off the
+   * request path, so the first `run` after a start is as fast as the next ones.
+   */
+  async warmUp(): Promise<void> {
+    try {
+      const { mknod, S_IFIFO } = await import('../../../core/sys/fsx.js');
+      try {
+        mknod(this.cfg.state, S_IFIFO | 0o700);
+      } catch {
+        // EEXIST: libc is loaded, which is all this was for.
+      }
+      await import('../../../core/mount/mount.js');
+    } catch (err) {
+      this.cfg.log.debug('warm-up failed', { error: messageOf(err) });
+    }
+  }
+
   // ---------------------------------------------------------------- PlatformRuntime
 
   async create(namespace: string, id: string, opts: CreateOpts, call?: CallOptions): Promise<Task> {
@@ -77,8 +95,7 @@ export class TaskManager implements PlatformRuntime {
     } catch (err) {
       this.live.delete(key);
       await task.deleteInit({ timeoutMs: this.cfg.timeouts.cleanupMs }).catch(() => undefined);
-      await task.shutdown({ timeoutMs: this.cfg.timeouts.cleanupMs }).catch(() => undefined);
-      this.disconnect(key, task);
+      await this.shutdownAndDisconnect(key, task);
       await task.shim.closed;
       throw wrapError('failed to create shim task', err);
     }
@@ -101,31 +118,39 @@ export class TaskManager implements PlatformRuntime {
     const key = keyOf(namespace, id);
     const task = this.live.get(key);
     if (!task) throw new NotFoundError(`task ${id}`);
-    let exit: Exit | undefined;
-    let shimErr: unknown;
+    let exit: Exit;
     try {
       exit = await task.deleteInit(call);
-      this.live.delete(key);
     } catch (err) {
-      // The shim is gone, or lost the task: tear it down all the same; the close handler
+      // A shim that is gone, or lost the task, is torn down all the same; its close handler
       // reports the exit while the task is still listed.
-      if (!(err instanceof Error && (err.name === 'TtrpcClosedError' || (err as { code?: number }).code === 5))) throw wrapError('failed to delete task', err);
-      shimErr = err;
-    }
-    try {
-      await task.shutdown({ timeoutMs: this.cfg.timeouts.shutdownMs });
-    } catch (err) {
-      this.cfg.log.error('failed to shutdown shim task', { id, error: messageOf(err) });
-    }
-    this.disconnect(key, task);
-    if (shimErr) {
+      if (!(err instanceof TtrpcClosedError) && !isNotFound(err)) throw wrapError('failed to delete task', err);
+      await this.shutdownAndDisconnect(key, task);
       await task.shim.closed;
       this.live.delete(key);
-      throw wrapError('failed to delete task', shimErr);
+      throw wrapError('failed to delete task', err);
     }
-    // The shim's delete action and the bundle removal finish in the background; a new task
-    // with this id waits for them (see create).
-    return exit!;
+    this.live.delete(key);
+    // Shutdown, the shim's delete action and the bundle removal finish after the reply; a new
+    // task with this id waits for them (see create), and so does the daemon's close.
+    void this.shutdownAndDisconnect(key, task);
+    return exit;
+  }
+
+  /** Task.Shutdown (the shim exits once it runs no task), then closes the connection. */
+  private shutdownAndDisconnect(key: string, task: ShimTask): Promise<void> {
+    const shutdown = task.shutdown({ timeoutMs: this.cfg.timeouts.shutdownMs }).catch((err) => {
+      this.cfg.log.error('failed to shutdown shim task', { id: task.id, error: messageOf(err) });
+    });
+    const done = shutdown.then(() => {
+      task.shim.close();
+      return task.shim.closed;
+    });
+    this.cleanups.set(key, done);
+    void done.then(() => {
+      if (this.cleanups.get(key) === done) this.cleanups.delete(key);
+    });
+    return shutdown;
   }
 
   // ---------------------------------------------------------------- shims
@@ -303,7 +328,7 @@ export class TaskManager implements PlatformRuntime {
       const client = await TtrpcClient.connect(address, { timeoutMs: this.cfg.timeouts.loadMs });
       shimLog = await ShimLog.open(bundle);
       task = this.attach(bundle, client, shimLog, binary);
-      await task.pid({ timeoutMs: this.cfg.timeouts.loadMs });
+      await task.connect({ timeoutMs: this.cfg.timeouts.loadMs });
       this.live.set(keyOf(ns, id), task);
       log.info('reconnected to shim', { id, namespace: ns });
     } catch (err) {

@@ -65,6 +65,7 @@ export const runtimeV2Plugin = definePlugin<RuntimeV2Config, PlatformRuntime>({
       log: ctx.log,
     });
     await manager.init();
+    setImmediate(() => void manager.warmUp());
     return manager;
   },
 });

@@ -97,8 +97,8 @@ class ShimProcess implements ExecProcess {
     await this.task.rpc.closeIo({ id: this.task.id, execId: this.id, stdin: true }, callOpts(opts));
   }
 
-  async start(opts?: CallOptions): Promise<void> {
-    await this.task.rpc.start({ id: this.task.id, execId: this.id }, callOpts(opts));
+  async start(opts?: CallOptions): Promise<number> {
+    return (await this.task.rpc.start({ id: this.task.id, execId: this.id }, callOpts(opts))).pid;
   }
 
   async wait(opts?: CallOptions): Promise<Exit> {
@@ -113,6 +113,9 @@ class ShimProcess implements ExecProcess {
 }
 
 export class ShimTask implements Task {
+  /** The init pid from Task.Create or Task.Connect; saves a round trip per later query. */
+  private knownPid: number | undefined;
+
   constructor(readonly shim: ShimConnection) {}
 
   get id(): string {
@@ -140,11 +143,19 @@ export class ShimTask implements Task {
       parentCheckpoint: '',
       options: anyOut(opts.taskOptions ?? opts.runtimeOptions),
     }, callOpts(call));
+    if (r.pid) this.knownPid = r.pid;
     return r.pid;
   }
 
   async pid(opts?: CallOptions): Promise<number> {
-    return (await this.rpc.connect({ id: this.id }, callOpts(opts))).taskPid;
+    return this.knownPid ?? this.connect(opts);
+  }
+
+  /** Task.Connect: the shim's view of the task (used when reloading shims). */
+  async connect(opts?: CallOptions): Promise<number> {
+    const pid = (await this.rpc.connect({ id: this.id }, callOpts(opts))).taskPid;
+    if (pid) this.knownPid = pid;
+    return pid;
   }
 
   async state(opts?: CallOptions): Promise<ProcessState> {
@@ -168,8 +179,8 @@ export class ShimTask implements Task {
     await this.rpc.closeIo({ id: this.id, execId: '', stdin: true }, callOpts(opts));
   }
 
-  async start(opts?: CallOptions): Promise<void> {
-    await this.rpc.start({ id: this.id, execId: '' }, callOpts(opts));
+  async start(opts?: CallOptions): Promise<number> {
+    return (await this.rpc.start({ id: this.id, execId: '' }, callOpts(opts))).pid;
   }
 
   async wait(opts?: CallOptions): Promise<Exit> {

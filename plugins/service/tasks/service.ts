@@ -100,10 +100,8 @@ export class LocalTasksService implements TasksService {
       taskOptions: req.options,
     }, { signal: ctx.signal });
     let pid: number;
-    const tp = performance.now();
     try {
       pid = await task.pid();
-      if (this.d.log.debugEnabled) this.d.log.debug('task pid', { ms: +(performance.now() - tp).toFixed(2) });
     } catch (err) {
       throw new RemoteError(Code.UNKNOWN, `failed to get task pid: ${messageOf(err)}`);
     }
@@ -112,9 +110,10 @@ export class LocalTasksService implements TasksService {
 
   async start(ctx: RequestContext, containerId: string, execId: string): Promise<{ pid: number }> {
     const p = await this.process(ctx, containerId, execId);
-    await p.start({ signal: ctx.signal });
-    const state = await p.state({ signal: ctx.signal });
-    return { pid: state.pid };
+    // The shim's StartResponse carries the pid containerd reads back with a State call.
+    const pid = await p.start({ signal: ctx.signal });
+    if (pid) return { pid };
+    return { pid: (await p.state({ signal: ctx.signal })).pid };
   }
 
   async delete(ctx: RequestContext, containerId: string): Promise<DeleteResult> {
