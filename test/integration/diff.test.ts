@@ -78,11 +78,11 @@ for (const snapshotter of ['overlayfs', 'native']) {
       const sn = conn.service(SnapshotsDefinition);
       const a = await applyOn(conn, snapshotter, 'k1', '', l1);
       assert.deepEqual(a.res, { mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: l1.diffID, size: l1.raw.length, annotations: {} });
-      await sn.commit({ snapshotter, name: 'c1', key: 'k1' });
+      await sn.commit({ snapshotter, name: 'c1', key: 'k1', labels: { 'containerd.io/gc.root': 'test' } });
       const b = await applyOn(conn, snapshotter, 'k2', 'c1', l2);
       assert.equal(b.res.digest, l2.diffID);
       if (snapshotter === 'overlayfs') assert.equal(b.mounts[0]?.type, 'overlay');
-      await sn.commit({ snapshotter, name: 'c2', key: 'k2' });
+      await sn.commit({ snapshotter, name: 'c2', key: 'k2', labels: { 'containerd.io/gc.root': 'test' } });
       await readTree(conn, snapshotter, 'c2', async (root) => {
         assert.deepEqual((await fsp.readdir(join(root, 'data'))).sort(), ['dir', 'kept.txt']);
         assert.deepEqual(await fsp.readdir(join(root, 'data/dir')), ['new.txt']);
@@ -130,7 +130,7 @@ describe('Diff.Diff (compare)', () => {
     const l1 = buildLayer(base, 'gzip');
     await putLayer(conn, l1);
     await applyOn(conn, 'overlayfs', 'b', '', l1);
-    await sn.commit({ snapshotter: 'overlayfs', name: 'base', key: 'b' });
+    await sn.commit({ snapshotter: 'overlayfs', name: 'base', key: 'b', labels: { 'containerd.io/gc.root': 'test' } });
     const { mounts: upper } = await sn.prepare({ snapshotter: 'overlayfs', key: 'work', parent: 'base', labels: { 'containerd.io/gc.root': 'x' } });
     await withTempMount(upper.map((m) => ({ ...m, target: undefined })), async (root) => {
       await fsp.rm(join(root, 'data/gone.txt'));
@@ -164,7 +164,7 @@ describe('Diff.Diff (compare)', () => {
       assert.equal(applied.applied?.digest, sha256(raw));
       return desc;
     });
-    await sn.commit({ snapshotter: 'overlayfs', name: 'replayed', key: 'replay' });
+    await sn.commit({ snapshotter: 'overlayfs', name: 'replayed', key: 'replay', labels: { 'containerd.io/gc.root': 'test' } });
     await readTree(conn, 'overlayfs', 'replayed', async (root) => {
       assert.deepEqual((await fsp.readdir(join(root, 'data'))).sort(), ['dir', 'kept.txt']);
       assert.equal(await fsp.readFile(join(root, 'data/kept.txt'), 'utf8'), 'changed');
@@ -183,7 +183,7 @@ describe('Diff.Diff (compare)', () => {
     const sn = conn.service(SnapshotsDefinition);
     const { mounts } = await sn.prepare({ snapshotter: 'overlayfs', key: 'p', parent: '', labels: { 'containerd.io/gc.root': 'x' } });
     await conn.service(DiffDefinition).apply({ diff: l.desc, mounts });
-    await sn.commit({ snapshotter: 'overlayfs', name: 'p1', key: 'p' });
+    await sn.commit({ snapshotter: 'overlayfs', name: 'p1', key: 'p', labels: { 'containerd.io/gc.root': 'test' } });
     const { mounts: m2 } = await sn.prepare({ snapshotter: 'overlayfs', key: 'active', parent: 'p1', labels: { 'containerd.io/gc.root': 'x' } });
     await withTempMount(m2.map((m) => ({ ...m, target: undefined })), async (root) => {
       await fsp.writeFile(join(root, 'b.txt'), 'B');

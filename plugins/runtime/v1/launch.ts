@@ -55,8 +55,8 @@ export class ShimOutput {
   }
 
   private drain(path: string, to: NodeJS.WritableStream | undefined): void {
-    // Read-write keeps the FIFO open for writers across shim restarts of the daemon; libuv
-    // polls it (no thread-pool thread sits in a blocking read).
+    // Read-write: the pipe never sees its last reader go while the daemon runs. libuv polls
+    // it, so no thread-pool thread sits in a blocking read.
     const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
     const reader = new Socket({ fd, readable: true, writable: false });
     reader.on('error', () => undefined);
@@ -82,6 +82,12 @@ async function ensureFifo(path: string): Promise<string> {
   return path;
 }
 
+/**
+ * Which shim process a socket address belongs to. A shim that exits removes its socket file
+ * only while it still owns the address: a new shim for the same task id may already have
+ * bound it again.
+ */
+const socketOwners = new Map<string, number>();
 
 /** Binds the shim socket (0600); the socket file of a dead shim is replaced. */
 async function bindShimSocket(address: string): Promise<number> {
@@ -125,7 +131,7 @@ export interface ShimLaunch {
   cgroup: string;
   /** Copy the shim's output to the daemon's stdout/stderr. */
   debug: boolean;
-  /** Called once the shim process has exited (and been reaped). */
+  /** Called once the shim process has exited (and been reaped); its socket file is gone. */
   onExit: () => void;
 }
 
@@ -141,7 +147,11 @@ export interface LaunchedShim {
  * process is killed, the socket file removed and the output FIFOs' readers closed.
  */
 export async function launchShim(l: ShimLaunch): Promise<LaunchedShim> {
-  const listener = await bindShimSocket(l.address);
+  let listener: number | undefined = await bindShimSocket(l.address);
+  const dropListener = () => {
+    if (listener !== undefined) closeDescriptor(listener);
+    listener = undefined;
+  };
   let output: ShimOutput | undefined;
   let child: ChildProcess | undefined;
   try {
@@ -158,6 +168,9 @@ export async function launchShim(l: ShimLaunch): Promise<LaunchedShim> {
     } finally {
       closeSync(stdout);
       closeSync(stderr);
+      // Only the shim may hold the listener: with a copy here, connecting to a shim that
+      // already died would still succeed (into a backlog nobody accepts from).
+      dropListener();
     }
     const started = child;
     if (started.pid === undefined) {
@@ -165,10 +178,17 @@ export async function launchShim(l: ShimLaunch): Promise<LaunchedShim> {
       throw new Error(`failed to start shim: ${messageOf(failure)}`, { cause: failure });
     }
     started.on('error', () => undefined);
-    started.once('exit', () => l.onExit());
+    const pid = started.pid;
+    socketOwners.set(l.address, pid);
+    started.once('exit', () => {
+      if (socketOwners.get(l.address) === pid) {
+        socketOwners.delete(l.address);
+        void removeSocket(l.address).catch(() => undefined);
+      }
+      l.onExit();
+    });
     // Shims outlive the daemon; their handles must not keep its event loop alive.
     started.unref();
-    const pid = started.pid;
     await writeBundleFile(l.bundle.path, 'address', l.address);
     await writeBundleFile(l.bundle.path, 'shim.pid', String(pid));
     if (l.cgroup) joinCgroup(pid, l.cgroup);
@@ -181,12 +201,15 @@ export async function launchShim(l: ShimLaunch): Promise<LaunchedShim> {
     }
     return { pid, child: started, output, client };
   } catch (err) {
-    if (child?.pid !== undefined) child.kill('SIGKILL');
+    if (child?.pid !== undefined) {
+      child.kill('SIGKILL');
+      if (socketOwners.get(l.address) === child.pid) socketOwners.delete(l.address);
+    }
     output?.close();
     await removeSocket(l.address).catch(() => undefined);
     throw err;
   } finally {
-    closeDescriptor(listener);
+    dropListener();
   }
 }
 

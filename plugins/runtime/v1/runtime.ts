@@ -9,12 +9,15 @@
  * `<containerd-binary> --address A publish --topic T --namespace NS`.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TtrpcClient } from '../../../api/ttrpc/index.js';
+import { TtrpcClient, TtrpcClosedError } from '../../../api/ttrpc/index.js';
 import type { ContainerStore } from '../../../core/containers/containers.js';
 import {
   AlreadyExistsError,
+  Code,
+  codeOf,
   FailedPreconditionError,
   InvalidArgumentError,
   isNotFound,
@@ -34,7 +37,6 @@ import {
   newBundle,
   readAddress,
   readPidFile,
-  removeSocket,
   shimAddress,
   type V1Bundle,
 } from './bundle.js';
@@ -75,9 +77,29 @@ export interface LinuxRuntimeOptions {
 
 const keyOf = (ns: string, id: string) => `${ns}\u0000${id}`;
 
+/** Whether `pid` is a containerd-shim serving `bundle` (its -workdir is the bundle's). */
+function isShimOf(pid: number, bundle: V1Bundle): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const at = argv.indexOf('-workdir');
+    return at > 0 && argv[at + 1] === bundle.workDir;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a failed call got an answer from the shim (rather than being cut off locally). */
+function answeredByShim(err: unknown): boolean {
+  if (err instanceof TtrpcClosedError) return false;
+  const code = codeOf(err);
+  return code !== Code.CANCELLED && code !== Code.DEADLINE_EXCEEDED;
+}
+
 export class LinuxRuntime implements PlatformRuntime {
   readonly id = RUNTIME_V1_ID;
   private readonly list = new Map<string, LinuxTask>();
+  /** Tasks out of the list whose delete waits for their exit event. */
+  private readonly deleting = new Map<string, LinuxTask>();
   private closing = false;
   private readonly stop = new AbortController();
 
@@ -86,7 +108,7 @@ export class LinuxRuntime implements PlatformRuntime {
   async init(): Promise<void> {
     await mkdir(this.o.root, { recursive: true, mode: 0o711 });
     await mkdir(this.o.state, { recursive: true, mode: 0o711 });
-    void this.followExits();
+    void this.followExits().catch((err) => this.o.log.error('following task exits', { error: messageOf(err) }));
     await this.restoreTasks();
   }
 
@@ -103,7 +125,8 @@ export class LinuxRuntime implements PlatformRuntime {
         continue;
       }
       if (exit.id && exit.id !== exit.containerId) continue;
-      this.list.get(keyOf(env.namespace, exit.containerId))?.noteExitPublished();
+      const key = keyOf(env.namespace, exit.containerId);
+      (this.list.get(key) ?? this.deleting.get(key))?.noteExitPublished();
     }
   }
 
@@ -129,7 +152,9 @@ export class LinuxRuntime implements PlatformRuntime {
     const bundle = await newBundle(this.o.root, this.o.state, namespace, id, opts.spec.value);
     let handle: ShimHandle | undefined;
     let shimPid = 0;
+    let createSent = false;
     try {
+      const ev = await import('../../../api/gen/events/task.js');
       const address = shimAddress(this.o.address, namespace, id);
       const launched = await launchShim({
         binary: this.o.config.shim,
@@ -144,16 +169,14 @@ export class LinuxRuntime implements PlatformRuntime {
         address,
         cgroup,
         debug: this.o.config.shim_debug,
-        onExit: () => {
-          this.o.log.info('shim reaped', { id, namespace });
-          void removeSocket(address).catch(() => undefined);
-        },
+        onExit: () => this.o.log.info('shim reaped', { id, namespace }),
       });
       shimPid = launched.pid;
       this.o.log.info(`shim ${this.o.config.shim} started`, { id, namespace, pid: launched.pid, address, debug: this.o.config.shim_debug });
       handle = new ShimHandle(launched.client, namespace, launched.output);
       const rootfs = opts.rootfs.map((m) => ({ type: m.type, source: m.source, target: '', options: [...m.options] }));
       const io = { stdin: opts.io.stdin, stdout: opts.io.stdout, stderr: opts.io.stderr, terminal: opts.io.terminal };
+      createSent = true;
       const created = await handle.rpc.create({
         id,
         bundle: bundle.path,
@@ -169,7 +192,6 @@ export class LinuxRuntime implements PlatformRuntime {
       const task = new LinuxTask(bundle, handle, created.pid, this.publish);
       this.list.set(key, task);
       this.watch(task);
-      const ev = await import('../../../api/gen/events/task.js');
       task.emit('/tasks/create', packAny('containerd.events.TaskCreate', ev.TaskCreate, {
         containerId: id,
         bundle: bundle.path,
@@ -184,6 +206,10 @@ export class LinuxRuntime implements PlatformRuntime {
       if (shimPid) {
         const gone = await killProcess(shimPid, CLEANUP_TIMEOUT_MS).catch(() => false);
         if (!gone) this.o.log.error('failed to kill shim', { id, namespace, pid: shimPid });
+      }
+      if (createSent && !answeredByShim(err)) {
+        // The shim was killed while runc may have been creating the container.
+        await this.terminate(bundle).catch(() => undefined);
       }
       await deleteBundle(bundle).catch((e) => this.o.log.error('failed to delete bundle', { id, error: messageOf(e) }));
       throw err;
@@ -216,8 +242,15 @@ export class LinuxRuntime implements PlatformRuntime {
       if (!isNotFound(err)) throw err;
       shimErr = err;
     }
-    if (exit) await this.awaitExitEvent(task, exit, call);
     if (this.list.get(key) === task) this.list.delete(key);
+    if (exit) {
+      this.deleting.set(key, task);
+      try {
+        await this.awaitExitEvent(task, exit, call);
+      } finally {
+        if (this.deleting.get(key) === task) this.deleting.delete(key);
+      }
+    }
     await this.stopShim(task, call);
     try {
       await deleteBundle(task.bundle);
@@ -306,15 +339,18 @@ export class LinuxRuntime implements PlatformRuntime {
       containerId: id, id, pid, exitStatus: DEAD_SHIM_STATUS, exitedAt,
     }));
     const key = keyOf(namespace, id);
-    if (!task || this.list.get(key) === task) this.list.delete(key);
+    if (task && this.list.get(key) === task) this.list.delete(key);
     task?.shim.close();
+    // The recorded pid may have been recycled since; only a process that is this bundle's
+    // shim gets the SIGKILL.
     const shimPid = await readPidFile(join(bundle.path, 'shim.pid'));
+    const stillShim = shimPid > 0 && isShimOf(shimPid, bundle);
     try {
       await deleteBundle(bundle);
     } catch (err) {
       this.o.log.error('delete bundle', { id, error: messageOf(err) });
     }
-    if (shimPid > 0) await killProcess(shimPid, 0).catch(() => undefined);
+    if (stillShim) await killProcess(shimPid, 0).catch(() => undefined);
     publish('/tasks/delete', packAny('containerd.events.TaskDelete', ev.TaskDelete, {
       containerId: id, pid, exitStatus: DEAD_SHIM_STATUS, exitedAt, id: '',
     }));

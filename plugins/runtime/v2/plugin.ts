@@ -14,6 +14,12 @@ export interface RuntimeV2Config {
   platforms: string[];
   /** Start shims with SCHED_CORE=1 (Linux core scheduling). */
   sched_core: boolean;
+  /**
+   * Runtime name → the runtime (name or absolute shim path) that serves it instead. berth's
+   * own extension: `"io.containerd.runc.v2" = "io.containerd.berth.v2"` makes berth's shim run
+   * every task clients ask runc v2 for. Default: none.
+   */
+  runtime_overrides: Record<string, string>;
 }
 
 const GOARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
@@ -35,9 +41,12 @@ export const runtimeV2Plugin = definePlugin<RuntimeV2Config, PlatformRuntime>({
   id: 'task',
   requires: [PluginType.Event, PluginType.Metadata],
   config: {
-    defaults: { platforms: [hostPlatform()], sched_core: false },
+    defaults: { platforms: [hostPlatform()], sched_core: false, runtime_overrides: {} },
     validate: (c) => {
       for (const p of c.platforms) parsePlatform(p);
+      for (const [k, v] of Object.entries(c.runtime_overrides)) {
+        if (typeof v !== 'string' || !v) throw new InvalidArgumentError(`runtime_overrides.${JSON.stringify(k)}: expected a runtime name or shim path`);
+      }
     },
   },
   async init(ctx) {
@@ -61,7 +70,7 @@ export const runtimeV2Plugin = definePlugin<RuntimeV2Config, PlatformRuntime>({
       },
       containers: metadata.containers,
       events: ctx.events,
-      resolver: new RuntimeResolver(ctx.daemon.executable),
+      resolver: new RuntimeResolver(ctx.daemon.executable, undefined, ctx.config.runtime_overrides),
       log: ctx.log,
     });
     await manager.init();

@@ -49,10 +49,16 @@ export class RuntimeResolver {
   private readonly cache = new Map<string, string>();
 
   /** `executable` is the daemon's own path (its directory is the last place searched). */
-  constructor(private readonly executable: string, private readonly pathEnv = () => process.env.PATH ?? '') {}
+  constructor(
+    private readonly executable: string,
+    private readonly pathEnv = () => process.env.PATH ?? '',
+    /** Configured substitutions: runtime name → runtime name or absolute path. */
+    private readonly overrides: Readonly<Record<string, string>> = {},
+  ) {}
 
-  async resolve(runtime: string): Promise<string> {
-    if (!runtime) throw new InvalidArgumentError('no runtime name');
+  async resolve(requested: string): Promise<string> {
+    if (!requested) throw new InvalidArgumentError('no runtime name');
+    const runtime = this.overrides[requested] ?? requested;
     if (isAbsolute(runtime)) {
       if (!(await exists(runtime))) throw new NotFoundError(`invalid custom binary path: stat ${runtime}: no such file or directory`);
       return runtime;
