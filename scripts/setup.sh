@@ -24,7 +24,10 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  # npm 11 can write a lock file that its own `npm ci` then rejects (platform-specific optional
+  # packages of @bufbuild/buf left out); `npm install` honours the same lock in that case.
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 ||
+    npm install --no-audit --no-fund --loglevel=error >/dev/null
 fi
 npm run --silent build >/dev/null
 echo "setup: ok" >&2
