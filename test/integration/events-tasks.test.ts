@@ -5,20 +5,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BERTHD, BERTH, ctr, runCommand, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { busyboxRootfs } from '../helpers/fixtures.js';
 import { Any } from '../../api/gen/google/protobuf/any.js';
 import { TaskOOM } from '../../api/gen/events/task.js';
 
-function busyboxRootfs(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bb-'));
-  for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp']) mkdirSync(join(dir, d));
-  copyFileSync('/usr/bin/busybox', join(dir, 'bin', 'busybox'));
-  symlinkSync('busybox', join(dir, 'bin', 'true'));
-  return dir;
-}
 
 function subscribe(address: string, args: string[]): { output: () => string; stop: () => void } {
   const p = spawn('ctr', ['-a', address, 'events', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -42,7 +35,7 @@ describe('task events', () => {
 
   before(async () => {
     d = await startDaemon();
-    rootfs = busyboxRootfs();
+    rootfs = busyboxRootfs(['true']);
   });
   after(async () => {
     await d?.dispose();

@@ -6,32 +6,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { busyboxRootfs, waitFor } from '../helpers/fixtures.js';
 import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
 
-function busyboxRootfs(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bb-'));
-  for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run']) mkdirSync(join(dir, d));
-  copyFileSync('/usr/bin/busybox', join(dir, 'bin', 'busybox'));
-  for (const a of ['sh', 'echo', 'true', 'sleep', 'cat']) symlinkSync('busybox', join(dir, 'bin', a));
-  return dir;
-}
 
 const shimPid = (ns: string, id: string) =>
   Number(spawnSync('pgrep', ['-f', `containerd-shim-runc-v2 -namespace ${ns} -id ${id}`]).stdout.toString().trim().split('\n')[0]);
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('runtime v2 restart', () => {
   let d: TestDaemon;
@@ -42,7 +26,7 @@ describe('runtime v2 restart', () => {
 
   before(async () => {
     d = await startDaemon();
-    rootfs = busyboxRootfs();
+    rootfs = busyboxRootfs(['sh', 'echo', 'true', 'sleep', 'cat']);
   });
   after(async () => {
     for (const id of ['r1', 'r2', 'r3']) {

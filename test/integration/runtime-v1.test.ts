@@ -13,20 +13,15 @@ import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BERTHD, ctr, REPO, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { waitFor as poll } from '../helpers/fixtures.js';
+
+/** v1 shims publish through a process per event, so give conditions longer than the default. */
+const waitFor = <T,>(what: string, fn: () => Promise<T | undefined> | T | undefined) => poll(what, fn, 15_000);
 import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
 
 const V1 = 'io.containerd.runtime.v1.linux';
 const IMAGE = 'docker.io/library/busybox:latest';
 
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const alive = (pid: number) => {
   try {
@@ -121,13 +116,13 @@ describe('runtime v1 (containerd-shim)', () => {
     assert.equal((await C('tasks', 'resume', id)).code, 0);
     assert.match((await C('tasks', 'ls')).stdout, new RegExp(`^${id}\\s+${pid}\\s+RUNNING$`, 'm'));
     assert.equal((await C('tasks', 'kill', '-s', 'SIGKILL', id)).code, 0);
-    await until('STOPPED', async () => (new RegExp(`^${id}\\s+${pid}\\s+STOPPED$`, 'm').test((await C('tasks', 'ls')).stdout) ? true : undefined));
+    await waitFor('STOPPED', async () => (new RegExp(`^${id}\\s+${pid}\\s+STOPPED$`, 'm').test((await C('tasks', 'ls')).stdout) ? true : undefined));
     r = await C('tasks', 'rm', id);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await C('containers', 'rm', id)).code, 0);
     assert.ok(!existsSync(bundle) && !existsSync(workOf(id)), 'bundle and work dir removed');
     assert.ok(!existsSync(address.slice('unix://'.length)), 'shim socket removed');
-    await until('shim exit', () => (alive(shimPid) ? undefined : true));
+    await waitFor('shim exit', () => (alive(shimPid) ? undefined : true));
     assert.doesNotMatch((await C('tasks', 'ls')).stdout, new RegExp(`^${id}\\s`, 'm'));
   });
 
@@ -139,7 +134,7 @@ describe('runtime v1 (containerd-shim)', () => {
       await new Promise((r) => setTimeout(r, 300));
       const r = await C('run', '--runtime', V1, '--rm', IMAGE, 'v1-ev', 'true');
       assert.equal(r.code, 0, r.stderr);
-      await until('/containers/delete event', () => (/\/containers\/delete/.test(out) ? true : undefined));
+      await waitFor('/containers/delete event', () => (/\/containers\/delete/.test(out) ? true : undefined));
     } finally {
       events.kill();
     }
@@ -160,7 +155,7 @@ describe('runtime v1 (containerd-shim)', () => {
 
     await d.kill9();
     process.kill(shim2, 'SIGKILL');
-    await until('r2 shim exit', () => (alive(shim2) ? undefined : true));
+    await waitFor('r2 shim exit', () => (alive(shim2) ? undefined : true));
     await d.restart();
 
     let r = await C('tasks', 'ls');

@@ -7,33 +7,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { busyboxRootfs, waitFor } from '../helpers/fixtures.js';
 import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
 import { ContainersDefinition } from '../../api/gen/services/containers/v1/containers.js';
 import { Code, codeOf } from '../../core/errdefs/errdefs.js';
 
-const APPLETS = ['sh', 'echo', 'true', 'false', 'sleep', 'cat', 'hostname', 'ls', 'id', 'env'];
 
-function busyboxRootfs(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bb-'));
-  for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run']) mkdirSync(join(dir, d));
-  copyFileSync('/usr/bin/busybox', join(dir, 'bin', 'busybox'));
-  for (const a of APPLETS) symlinkSync('busybox', join(dir, 'bin', a));
-  return dir;
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('tasks with runc v2 shims', () => {
   let d: TestDaemon;
