@@ -38,7 +38,8 @@ describe('ctr content and leases against berthd', () => {
     await leases.delete({ id: lease!.id, sync: true });
   };
   before(async () => {
-    d = await startDaemon();
+    // Collections come only from the synchronous deletes above, then not for many seconds.
+    d = await startDaemon({ extraConfig: '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001' });
   });
   after(async () => {
     await d?.dispose();

@@ -66,7 +66,8 @@ const blobsOnDisk = (d: TestDaemon) => {
 describe('content over the wire', () => {
   let d: TestDaemon;
   before(async () => {
-    d = await startDaemon();
+    // Unlabelled test blobs must not meet a periodic collection mid-test.
+    d = await startDaemon({ extraConfig: '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001' });
   });
   after(async () => {
     await d?.dispose();

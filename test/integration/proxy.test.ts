@@ -357,6 +357,10 @@ describe('berthd with a proxy content store (builtin content disabled)', () => {
       `  address = "${address()}"`,
       '[plugins."io.containerd.internal.v1.opt"]',
       `  path = "${cdir()}/opt"`,
+      // ctr's ingest leaves an unreferenced blob: keep periodic collections out of the test.
+      '[plugins."io.containerd.gc.v1.scheduler"]',
+      '  startup_delay = "1h"',
+      '  pause_threshold = 0.00001',
       '[proxy_plugins.remotecontent]',
       '  type = "content"',
       `  address = "${join(cdir(), 'content.sock')}"`,
