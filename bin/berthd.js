@@ -1,6 +1,7 @@
 #!/usr/bin/env node
+// CommonJS (bin/package.json): the daemon starts without Node's ESM loader (see scripts/build.mjs).
 // More libuv threads than the default 4: layer extraction and snapshot copies are bursts of
 // small file-system calls, and a blob write must not queue behind them. Must be set before
 // the first asynchronous fs call, hence before the bundle loads.
 process.env.UV_THREADPOOL_SIZE ||= '16';
-await import('../dist/berthd.js');
+require('../dist/berthd.js');

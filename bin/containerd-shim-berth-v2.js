@@ -1,2 +1,3 @@
 #!/usr/bin/env node
-import "../dist/containerd-shim-berth-v2.js";
+// CommonJS (bin/package.json): starts without Node's ESM loader (see scripts/build.mjs).
+require('../dist/containerd-shim-berth-v2.js');

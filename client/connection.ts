@@ -86,9 +86,16 @@ export type ServiceClient<D extends GenericService> = {
       : Unary<D['methods'][K]>;
 };
 
+/**
+ * The details grpc-js gives a call that never reached the daemon or lost its connection. Only
+ * these are connection failures: an UNAVAILABLE status the daemon itself sent (a proxy plugin
+ * whose peer is down: "… is not available: connection refused") is the daemon's answer.
+ */
+const TRANSPORT_FAILURE = /^(?:[a-z_]+: )?No connection established|^Connection dropped$/;
+
 /** Maps a grpc-js error to an errdefs class, so callers classify with isNotFound() & co. */
 function mapError(err: grpc.ServiceError, address: string): Error {
-  if (err.code === grpc.status.UNAVAILABLE && /No connection established|connect|ENOENT|ECONNREFUSED/i.test(err.details ?? '')) {
+  if (err.code === grpc.status.UNAVAILABLE && TRANSPORT_FAILURE.test(err.details ?? '')) {
     return new ConnectError(`cannot connect to ${address}: ${connectReason(err.details)}`);
   }
   if (err.code === grpc.status.DEADLINE_EXCEEDED) return new DeadlineExceededError(`${err.details || 'deadline exceeded'}`);

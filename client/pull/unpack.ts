@@ -102,7 +102,9 @@ export async function unpackLayers(conn: Connection, config: Descriptor, layers:
     for (let attempt = 1; attempt <= 3; attempt++) {
       key = `extract-${uniquePart()} ${chain}`;
       try {
-        mounts = (await sn.prepare({ snapshotter, key, parent, labels }, { signal })).mounts;
+        // Not cancelled mid-call: a Prepare the daemon completes after the client gave up
+        // would leave a snapshot nobody removes until the lease goes.
+        mounts = (await sn.prepare({ snapshotter, key, parent, labels })).mounts;
         break;
       } catch (err) {
         if (!isAlreadyExists(err)) throw new Error(`failed to prepare extraction snapshot ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
@@ -119,6 +121,7 @@ export async function unpackLayers(conn: Connection, config: Descriptor, layers:
     if (!mounts) throw new Error(`unable to prepare extraction snapshot for ${chain}`);
     const abort = () => sn.remove({ snapshotter, key }).catch(() => undefined);
     try {
+      signal?.throwIfAborted();
       if (opts.ready) await opts.ready(i);
       opts.onProgress?.({ layer: i, chainID: chain, state: 'extracting' });
       const started = performance.now();

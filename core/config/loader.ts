@@ -107,6 +107,7 @@ export async function loadConfig(path: string | undefined, opts: { explicit: boo
       if (seen.has(file)) continue;
       seen.add(file);
       let raw = await parseToml(readText(file), file);
+      checkStringLists(raw, file);
       const version = raw.version === undefined ? 1 : raw.version;
       if (version !== 1 && version !== 2 && version !== 0) {
         throw new ConfigError(`${file}: version: expected 1 or 2, got ${JSON.stringify(version)}`);
@@ -128,6 +129,20 @@ export async function loadConfig(path: string | undefined, opts: { explicit: boo
   config.imports = files.slice(1);
   validateDaemonConfig(config, files[0] ?? 'defaults');
   return { config, files, warnings };
+}
+
+/**
+ * Lists whose defaults are empty (so checkShape cannot see their item type) but whose items
+ * are used as strings: a number there must be a ConfigError, not a TypeError at startup.
+ */
+function checkStringLists(raw: Record<string, unknown>, file: string): void {
+  for (const key of ['imports', 'disabled_plugins', 'required_plugins'] as const) {
+    const list = raw[key];
+    if (!Array.isArray(list)) continue;
+    list.forEach((item, i) => {
+      if (typeof item !== 'string') throw new ConfigError(`${file}: ${key}[${i}]: expected a string, got ${kindOf(item)}`);
+    });
+  }
 }
 
 function checkOpenTables(raw: Record<string, unknown>, file: string): void {

@@ -79,7 +79,8 @@ export function codeOf(err: unknown): Code {
     const sys = (e as NodeJS.ErrnoException).code;
     if (sys === 'ENOENT') return Code.NOT_FOUND;
     if (sys === 'EEXIST') return Code.ALREADY_EXISTS;
-    if (sys === 'ENOSPC') return Code.RESOURCE_EXHAUSTED;
+    // A full disk, seen by the file system or by SQLite (the metadata database).
+    if (sys === 'ENOSPC' || sys === 'EDQUOT' || sys === 'SQLITE_FULL') return Code.RESOURCE_EXHAUSTED;
     if ((e as Error).name === 'AbortError') return Code.CANCELLED;
   }
   return Code.UNKNOWN;

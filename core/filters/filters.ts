@@ -7,7 +7,13 @@
  * Field path components and values may be quoted with "…" (escapes allowed) or `…` (raw).
  * Separate filter strings passed to one List call are ORed, as in containerd.
  */
+import { setFlagsFromString } from 'node:v8';
 import { InvalidArgumentError } from '../errdefs/errdefs.js';
+
+// `~=` patterns come from clients. containerd runs them with Go's linear-time regexps; V8's
+// backtracking engine can spend minutes on a pattern like `(a+)+$`, stalling the whole daemon.
+// V8's linear-time engine (the `l` flag) is enabled here for them (see filterRegExp).
+setFlagsFromString('--enable-experimental-regexp-engine');
 
 /** Looks up a field path on an object; `present` false when it has no such field. */
 export type Adaptor = (fieldpath: string[]) => { value: string; present: boolean };
@@ -91,14 +97,64 @@ function parseSelector(s: Scanner): Selector {
     const sel: Selector = { fieldpath, op, value };
     if (op === '~=') {
       try {
-        sel.re = new RegExp(value);
-      } catch {
-        s.fail(`invalid regular expression ${JSON.stringify(value)}`);
+        sel.re = filterRegExp(value);
+      } catch (err) {
+        s.fail(`invalid regular expression ${JSON.stringify(value)}${err instanceof UnsafePatternError ? `: ${err.message}` : ''}`);
       }
     }
     return sel;
   }
   return { fieldpath };
+}
+
+class UnsafePatternError extends Error {}
+
+/**
+ * Compiles a client's pattern so that matching cannot backtrack catastrophically: on the
+ * linear-time engine when it can run the pattern (everything but backreferences, lookarounds
+ * and counted repetitions above 16), otherwise on the backtracking engine only if no
+ * repeated group itself contains a repetition or an alternation (the shapes that blow up).
+ */
+export function filterRegExp(pattern: string): RegExp {
+  try {
+    return new RegExp(pattern, 'l');
+  } catch {
+    // Not linear-time: checked below.
+  }
+  const re = new RegExp(pattern);
+  if (hasRepeatedComplexGroup(pattern)) throw new UnsafePatternError('a repeated group with a repetition or alternation inside needs linear-time matching, which this pattern does not allow');
+  return re;
+}
+
+/** Whether a group that contains a quantifier or `|` is itself followed by an unbounded or counted quantifier. */
+function hasRepeatedComplexGroup(p: string): boolean {
+  const groups: boolean[] = [];
+  let complexClosed = false;
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i]!;
+    const counted = c === '{' ? /^\{\d+(?:,\d*)?\}/.exec(p.slice(i))?.[0] : undefined;
+    const repeats = c === '*' || c === '+' || (counted !== undefined && !/^\{[01](?:,[01])?\}$/.test(counted));
+    if (repeats && complexClosed) return true;
+    complexClosed = false;
+    if (c === '\\') {
+      i++;
+    } else if (c === '[') {
+      // Skip the class; `]` right after `[` or `[^` is literal.
+      let j = i + 1;
+      if (p[j] === '^') j++;
+      if (p[j] === ']') j++;
+      while (j < p.length && p[j] !== ']') j += p[j] === '\\' ? 2 : 1;
+      i = j;
+    } else if (c === '(') {
+      groups.push(false);
+    } else if (c === ')') {
+      complexClosed = groups.pop() ?? false;
+      if (complexClosed && groups.length) groups[groups.length - 1] = true;
+    } else if ((c === '*' || c === '+' || c === '?' || c === '{' || c === '|') && groups.length) {
+      groups[groups.length - 1] = true;
+    }
+  }
+  return false;
 }
 
 function matchSelector(sel: Selector, adaptor: Adaptor): boolean {

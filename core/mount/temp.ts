@@ -2,7 +2,7 @@
  * Scoped mounts: mount somewhere private, run a callback against the mounted tree, and always
  * clean up. Used wherever the daemon must look inside a snapshot (diff, apply, image unpack).
  */
-import { mkdir, mkdtemp, rmdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Mount, mountAll, unmountAll } from './mount.js';
@@ -63,6 +63,32 @@ export async function withTempMount<T>(
   if (!outcome.ok) throw outcome.error;
   if (cleanupError !== undefined) throw cleanupError;
   return outcome.value;
+}
+
+/**
+ * Start-up cleanup of `base` after a crash (containerd's CleanupTempMounts): a daemon killed
+ * inside withTempMount leaves its temporary mount (a snapshot's tree) mounted and its
+ * directory behind. Each entry of `base` is unmounted, with anything mounted below it, and
+ * removed (rmdir: never recursively, so a mount that would not go keeps its data). `report`
+ * hears of every entry, with the error when it could not be cleaned.
+ */
+export async function cleanupTempMounts(base: string, report: (path: string, err?: Error) => void = () => undefined): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(base);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const dir = join(base, name);
+    try {
+      await unmountAll(dir);
+      await rmdir(dir);
+      report(dir);
+    } catch (err) {
+      report(dir, err as Error);
+    }
+  }
 }
 
 /** withTempMount over read-only versions of `mounts` (see readonlyMounts). */

@@ -2,7 +2,7 @@
  * The daemon lifecycle: config → logger → kernel boot → gRPC and ttrpc listeners → wait for
  * a signal → stop accepting → close plugins in reverse order → remove the sockets.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import type { DaemonConfig } from '../config/config.js';
 import { ttrpcAddress } from '../config/config.js';
 import { EventExchange } from '../events/exchange.js';
@@ -12,6 +12,7 @@ import type { Registration } from '../plugin/types.js';
 import { isGrpcPlugin } from './grpc-adapter.js';
 import { listenGrpc, type RunningServer } from './grpc-server.js';
 import { isTtrpcPlugin } from './ttrpc-plugin.js';
+import { startMemoryTrimmer } from './memory.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
 export interface DaemonOptions {
@@ -77,6 +78,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     throw err;
   }
   log.info(`berthd successfully booted in ${(performance.now() / 1000).toFixed(3)}s`, { address: cfg.grpc.address });
+  startMemoryTrimmer({ signal: kernel.signal });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -107,7 +109,6 @@ async function listenTtrpc(
     address: path,
     close: async () => {
       await server.close({ graceMs: 2000 });
-      const { rmSync } = await import('node:fs');
       rmSync(path, { force: true });
     },
   };

@@ -60,26 +60,66 @@ function first(md: grpc.Metadata, key: string): string | undefined {
 /** The parts of any served call the context needs. */
 interface SurfaceCall {
   readonly metadata: grpc.Metadata;
-  on(event: 'cancelled', listener: () => void): unknown;
+  readonly cancelled: boolean;
+  once(event: 'cancelled', listener: () => void): unknown;
 }
 
-function contextOf(call: SurfaceCall): CallContext {
-  const ac = new AbortController();
-  call.on('cancelled', () => ac.abort());
-  return {
+/** A served call's context and the hook the adapter calls once the handler has settled. */
+interface ServedContext {
+  ctx: CallContext;
+  settled(): void;
+}
+
+/**
+ * The context of a served call. Its abort signal is made only when a handler asks for it:
+ * an AbortController, its listener and (on abort) a DOMException per call are measurable on
+ * short unary calls, and grpc-js reports every stream close as 'cancelled', including the
+ * normal end of a call, so a signal is aborted only while its handler is still running.
+ */
+function contextOf(call: SurfaceCall): ServedContext {
+  let ac: AbortController | undefined;
+  let running = true;
+  const ctx: CallContext = {
     namespace: first(call.metadata, NAMESPACE_HEADER),
     lease: first(call.metadata, LEASE_HEADER),
-    signal: ac.signal,
     metadata: call.metadata,
+    get signal(): AbortSignal {
+      if (!ac) {
+        const c = new AbortController();
+        ac = c;
+        if (running) {
+          if (call.cancelled) c.abort();
+          else call.once('cancelled', () => { if (running) c.abort(); });
+        }
+      }
+      return ac.signal;
+    },
   };
+  return { ctx, settled: () => { running = false; } };
+}
+
+/**
+ * Longest status message sent. The message travels in an HTTP/2 trailer, and a client whose
+ * header-list limit it exceeds (grpc-js: under 1 MiB) drops the whole connection, failing every
+ * other call on it; messages that echo a huge client-supplied name or key are cut in the middle
+ * (the end keeps the errdefs suffix clients classify by).
+ */
+export const MAX_STATUS_MESSAGE = 16 * 1024;
+
+export function boundedStatusMessage(message: string): string {
+  if (message.length <= MAX_STATUS_MESSAGE) return message;
+  const tail = 256;
+  const head = MAX_STATUS_MESSAGE - tail;
+  return `${message.slice(0, head)}…[${message.length - head - tail} characters cut]…${message.slice(-tail)}`;
 }
 
 /** Turns a thrown value into a gRPC status object. */
 export function toGrpcError(err: unknown): grpc.ServiceError {
   const code = codeOf(err);
-  const e = new Error(messageOf(err)) as grpc.ServiceError;
+  const message = boundedStatusMessage(messageOf(err));
+  const e = new Error(message) as grpc.ServiceError;
   e.code = code === Code.OK ? Code.UNKNOWN : code;
-  e.details = messageOf(err);
+  e.details = message;
   return e;
 }
 
@@ -107,20 +147,20 @@ export function implement<D extends ServiceDef>(def: D, handlers: Handlers<D>, l
     };
     if (method.requestStream) {
       implementation[name] = ((call: grpc.ServerDuplexStream<any, any>) => {
-        const ctx = contextOf(call);
+        const { ctx, settled } = contextOf(call);
         const started = performance.now();
         if (!handler) {
           call.emit('error', toGrpcError(new NotImplementedError(`${method.path}`)));
           return;
         }
         handler(call, ctx).then(
-          () => { trace(ctx, started); call.end(); },
-          (err) => { trace(ctx, started, err); call.emit('error', toGrpcError(err)); },
+          () => { settled(); trace(ctx, started); call.end(); },
+          (err) => { settled(); trace(ctx, started, err); call.emit('error', toGrpcError(err)); },
         );
       }) as grpc.UntypedHandleCall;
     } else if (method.responseStream) {
       implementation[name] = ((call: grpc.ServerWritableStream<any, any>) => {
-        const ctx = contextOf(call);
+        const { ctx, settled } = contextOf(call);
         const started = performance.now();
         if (!handler) {
           call.emit('error', toGrpcError(new NotImplementedError(`${method.path}`)));
@@ -130,21 +170,21 @@ export function implement<D extends ServiceDef>(def: D, handlers: Handlers<D>, l
           if (!call.write(res)) await waitDrain(call);
         };
         handler(call.request, ctx, send).then(
-          () => { trace(ctx, started); call.end(); },
-          (err) => { trace(ctx, started, err); call.emit('error', toGrpcError(err)); },
+          () => { settled(); trace(ctx, started); call.end(); },
+          (err) => { settled(); trace(ctx, started, err); call.emit('error', toGrpcError(err)); },
         );
       }) as grpc.UntypedHandleCall;
     } else {
       implementation[name] = ((call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
-        const ctx = contextOf(call);
+        const { ctx, settled } = contextOf(call);
         const started = performance.now();
         if (!handler) {
           callback(toGrpcError(new NotImplementedError(`${method.path}`)));
           return;
         }
         handler(call.request, ctx).then(
-          (res) => { trace(ctx, started); callback(null, res); },
-          (err) => { trace(ctx, started, err); callback(toGrpcError(err)); },
+          (res) => { settled(); trace(ctx, started); callback(null, res); },
+          (err) => { settled(); trace(ctx, started, err); callback(toGrpcError(err)); },
         );
       }) as grpc.UntypedHandleCall;
     }

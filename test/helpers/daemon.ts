@@ -41,12 +41,24 @@ export interface DaemonOptions {
   /** Log level (default info). */
   logLevel?: string;
   env?: NodeJS.ProcessEnv;
+  /** Directory the daemon's temp directory is made in (default: the OS temp dir), e.g. a small tmpfs. */
+  parentDir?: string;
+  /** Extra TOML lines for the [grpc] table (uid, gid, message sizes). */
+  grpcConfig?: string;
 }
+
+/**
+ * Scheduler settings that keep periodic garbage collection out of a test: blobs and snapshots
+ * a ctr command leaves unreferenced (its lease ends with the command) would otherwise go at
+ * the next collection. Synchronous deletes still collect; after one, the next periodic run is
+ * many seconds away.
+ */
+export const QUIET_GC = '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001';
 
 /** Boots berthd on temp directories and resolves once its socket answers. */
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
   if (!existsSync(join(REPO, 'dist', 'berthd.js'))) throw new Error('dist/berthd.js missing: run `npm run build` first');
-  const dir = mkdtempSync(join(tmpdir(), 'berth-test-'));
+  const dir = mkdtempSync(join(opts.parentDir ?? tmpdir(), 'berth-test-'));
   const root = join(dir, 'root');
   const state = join(dir, 'state');
   const address = join(dir, 'berth.sock');
@@ -57,6 +69,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     `state = "${state}"`,
     '[grpc]',
     `  address = "${address}"`,
+    opts.grpcConfig ?? '',
     '[debug]',
     `  level = "${opts.logLevel ?? 'info'}"`,
     opts.extraConfig ?? '',
@@ -126,24 +139,44 @@ async function terminate(child: ChildProcess | undefined, signal: NodeJS.Signals
 }
 
 /** Runs the built berth CLI against a daemon; resolves its exit code and output. */
-export async function berth(address: string, args: string[], opts: { namespace?: string; input?: Buffer | string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function berth(address: string, args: string[], opts: { namespace?: string; input?: Buffer | string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return runCommand(process.execPath, [BERTH, '-a', address, '-n', opts.namespace ?? 'default', ...args], opts);
 }
 
 /** Runs the real ctr client (Debian's containerd package) against a daemon. */
-export async function ctr(address: string, args: string[], opts: { namespace?: string; input?: Buffer | string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function ctr(address: string, args: string[], opts: { namespace?: string; input?: Buffer | string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return runCommand('ctr', ['-a', address, '-n', opts.namespace ?? 'default', ...args], opts);
 }
 
-export function runCommand(cmd: string, args: string[], opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Runs a command to completion. One that outlives `timeoutMs` (default 3 minutes) gets SIGQUIT
+ * (a Go client such as ctr prints its goroutines), then SIGKILL, and reports code -1: a hung
+ * client fails its test with a reason instead of stalling the suite.
+ */
+export function runCommand(
+  cmd: string,
+  args: string[],
+  opts: { input?: Buffer | string; env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
+    let timedOut = false;
+    const timeoutMs = opts.timeoutMs ?? 180_000;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGQUIT');
+      setTimeout(() => child.kill('SIGKILL'), 2000).unref();
+    }, timeoutMs);
     child.stdout.on('data', (b) => (stdout += b));
     child.stderr.on('data', (b) => (stderr += b));
     child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code: code ?? -1, stdout, stderr }));
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (timedOut) stderr = `${cmd} timed out after ${timeoutMs} ms\n${stderr}`;
+      resolvePromise({ code: timedOut ? -1 : code ?? -1, stdout, stderr });
+    });
     // A child that exits before reading its input must not fail the caller with EPIPE.
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');

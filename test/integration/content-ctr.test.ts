@@ -8,7 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { startDaemon, ctr, berth, type TestDaemon } from '../helpers/daemon.js';
+import { QUIET_GC, startDaemon, ctr, berth, type TestDaemon } from '../helpers/daemon.js';
 import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -39,7 +39,7 @@ describe('ctr content and leases against berthd', () => {
   };
   before(async () => {
     // Collections come only from the synchronous deletes above, then not for many seconds.
-    d = await startDaemon({ extraConfig: '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001' });
+    d = await startDaemon({ extraConfig: QUIET_GC });
   });
   after(async () => {
     await d?.dispose();

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
+import { QUIET_GC, startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
 import { ContentDefinition } from '../../api/gen/services/content/v1/content.js';
 import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 import type { Connection } from '../../client/connection.js';
@@ -67,7 +67,7 @@ describe('content over the wire', () => {
   let d: TestDaemon;
   before(async () => {
     // Unlabelled test blobs must not meet a periodic collection mid-test.
-    d = await startDaemon({ extraConfig: '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001' });
+    d = await startDaemon({ extraConfig: QUIET_GC });
   });
   after(async () => {
     await d?.dispose();

@@ -14,7 +14,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BERTH, BERTHD, REPO, berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { BERTH, BERTHD, QUIET_GC, REPO, berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import type { ContentStore } from '../../core/content/content.js';
 import { silentLogger } from '../../core/log/logger.js';
 import type { InitContext } from '../../core/plugin/types.js';
@@ -215,7 +215,7 @@ describe('berth snapshotter serve', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       assert.doesNotMatch(log, /no such plugin/, 'sections of other plugins are not its business');
-      const d = await startDaemon({ extraConfig: `[proxy_plugins.nat]\n  type = "snapshot"\n  address = "${address}"` });
+      const d = await startDaemon({ extraConfig: `${QUIET_GC}\n[proxy_plugins.nat]\n  type = "snapshot"\n  address = "${address}"` });
       try {
         await must(ctr(d.address, ['snapshots', '--snapshotter', 'nat', 'prepare', 'a', '']), 'prepare');
         const m = await must(ctr(d.address, ['snapshots', '--snapshotter', 'nat', 'mounts', '/mnt', 'a']), 'mounts');
@@ -247,7 +247,7 @@ describe('berth snapshotter serve --snapshotter btrfs', () => {
     let d: TestDaemon | undefined;
     try {
       serve = await startServe(join(work, 'btrfs.sock'), join(fs.mountpoint, 'serve-root'), 'btrfs');
-      d = await startDaemon({ extraConfig: `[proxy_plugins.remotebtrfs]\n  type = "snapshot"\n  address = "${serve.address}"` });
+      d = await startDaemon({ extraConfig: `${QUIET_GC}\n[proxy_plugins.remotebtrfs]\n  type = "snapshot"\n  address = "${serve.address}"` });
       const snap = (args: string[]) => must(ctr(d!.address, ['snapshots', '--snapshotter', 'remotebtrfs', ...args]), args.join(' '));
       await snap(['prepare', 'b1', '']);
       assert.match(await snap(['mounts', '/mnt', 'b1']), /^mount -t btrfs \S+ \/mnt -o subvolid=\d+$/m);
@@ -358,9 +358,7 @@ describe('berthd with a proxy content store (builtin content disabled)', () => {
       '[plugins."io.containerd.internal.v1.opt"]',
       `  path = "${cdir()}/opt"`,
       // ctr's ingest leaves an unreferenced blob: keep periodic collections out of the test.
-      '[plugins."io.containerd.gc.v1.scheduler"]',
-      '  startup_delay = "1h"',
-      '  pause_threshold = 0.00001',
+      QUIET_GC,
       '[proxy_plugins.remotecontent]',
       '  type = "content"',
       `  address = "${join(cdir(), 'content.sock')}"`,

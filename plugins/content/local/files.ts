@@ -1,11 +1,17 @@
 /** Small files of the ingest layout: `ref`, `startedat`, `updatedat`, `total`. */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { constants as C } from 'node:fs';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { NotFoundError } from '../../../core/errdefs/errdefs.js';
 
-/** Writes through a temporary file and a rename, so readers never see half a file. */
+/**
+ * Writes through a temporary file and a rename, so readers never see half a file. Whatever is
+ * left at the temporary name (a crash's leftover, or a link planted there) is removed, never
+ * written through: the file is created exclusively and without following links.
+ */
 export async function writeSmallFile(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp`;
-  await writeFile(tmp, text, { mode: 0o666 });
+  await rm(tmp, { force: true });
+  await writeFile(tmp, text, { mode: 0o666, flag: C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW });
   await rename(tmp, path);
 }
 

@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, constants as C, open as openCb } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { ContentInfo, ContentStore, ContentWriter, IngestStatus, WriterOptions } from '../../../core/content/content.js';
@@ -44,6 +44,52 @@ export interface LocalStoreOptions {
 const DAY_MS = 24 * 60 * 60 * 1000;
 const READ_CHUNK = 1 << 20;
 
+/**
+ * Small blobs (indexes, manifests, configs) are read over and over: `ctr run` alone reads the
+ * same three or four of them nine times. Blobs are immutable, so their bytes are kept in a
+ * small LRU once read and served without touching the disk (a read from disk is a stat plus
+ * an open, read and close on the thread pool). Deleting a blob evicts it.
+ */
+const CACHE_BLOB_MAX = 256 * 1024;
+const CACHE_TOTAL_MAX = 4 * 1024 * 1024;
+
+class SmallBlobCache {
+  private readonly blobs = new Map<string, Buffer>();
+  private bytes = 0;
+
+  get(digest: string): Buffer | undefined {
+    const b = this.blobs.get(digest);
+    if (b) {
+      // Most recently used last.
+      this.blobs.delete(digest);
+      this.blobs.set(digest, b);
+    }
+    return b;
+  }
+
+  set(digest: string, data: Buffer): void {
+    if (data.length > CACHE_BLOB_MAX) return;
+    this.delete(digest);
+    this.blobs.set(digest, data);
+    this.bytes += data.length;
+    for (const [d, b] of this.blobs) {
+      if (this.bytes <= CACHE_TOTAL_MAX) break;
+      this.blobs.delete(d);
+      this.bytes -= b.length;
+    }
+  }
+
+  delete(digest: string): void {
+    const b = this.blobs.get(digest);
+    if (!b) return;
+    this.blobs.delete(digest);
+    this.bytes -= b.length;
+  }
+}
+
+/** One Readable of `data` (a view, no copy). */
+const readableOf = (data: Buffer): Readable => Readable.from(data.length ? [data] : [], { objectMode: false });
+
 const isMissing = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
 function openFd(path: string, flags: number, mode: number): Promise<number> {
@@ -55,6 +101,9 @@ export class LocalContentStore implements ContentStore {
   readonly staleIngestAgeMs: number;
   /** Asked by the janitor before removing a stale ingest (the metadata store keeps leased ones). */
   keepIngest: ((ref: string, now: number) => boolean) | undefined;
+  private readonly cache = new SmallBlobCache();
+  /** Counts deletions: a read that overlapped one does not fill the cache. */
+  private deletions = 0;
 
   private constructor(readonly root: string, opts: LocalStoreOptions) {
     this.log = opts.log ?? silentLogger;
@@ -80,13 +129,16 @@ export class LocalContentStore implements ContentStore {
 
   async info(_ctx: RequestContext, digest: string): Promise<ContentInfo> {
     const p = this.blobPath(digest);
+    let st;
     try {
-      const st = await stat(p);
-      return { digest, size: st.size, createdAt: st.mtime, updatedAt: st.atime, labels: {} };
+      // lstat: a blob is a regular file in blobs/; a link there (planted) is not content.
+      st = await lstat(p);
     } catch (err) {
       if (isMissing(err)) throw new NotFoundError(`content ${digest}`, { cause: err });
       throw err;
     }
+    if (!st.isFile()) throw new NotFoundError(`content ${digest}`);
+    return { digest, size: st.size, createdAt: st.mtime, updatedAt: st.atime, labels: {} };
   }
 
   async update(): Promise<ContentInfo> {
@@ -120,7 +172,7 @@ export class LocalContentStore implements ContentStore {
         }
         let info: ContentInfo;
         try {
-          const st = await stat(join(blobs, alg, hex));
+          const st = await lstat(join(blobs, alg, hex));
           if (!st.isFile()) continue;
           info = { digest, size: st.size, createdAt: st.mtime, updatedAt: st.atime, labels: {} };
         } catch (err) {
@@ -140,16 +192,39 @@ export class LocalContentStore implements ContentStore {
       if (isMissing(err)) throw new NotFoundError(`content ${digest}`, { cause: err });
       throw err;
     }
+    this.deletions++;
+    this.cache.delete(digest);
     await rm(p, { force: true });
   }
 
   async read(ctx: RequestContext, digest: string, offset = 0, length = 0): Promise<Readable> {
-    const { size } = await this.info(ctx, digest);
+    const cached = this.cache.get(digest);
+    const size = cached ? cached.length : (await this.info(ctx, digest)).size;
     const start = Math.max(0, offset);
     if (start > size) throw new OutOfRangeError(`read past object length ${size} bytes`);
     const n = length <= 0 || start + length > size ? size - start : length;
     if (n === 0) return Readable.from([]);
+    if (cached) return readableOf(cached.subarray(start, start + n));
+    if (size <= CACHE_BLOB_MAX) {
+      const data = await this.readSmall(digest, size);
+      if (data) return readableOf(data.subarray(start, start + n));
+    }
     return createReadStream(this.blobPath(digest), { start, end: start + n - 1, highWaterMark: READ_CHUNK });
+  }
+
+  /** A small blob's bytes, read whole and cached; undefined if it changed size meanwhile. */
+  private async readSmall(digest: string, size: number): Promise<Buffer | undefined> {
+    const deletions = this.deletions;
+    let data: Buffer;
+    try {
+      data = await readFile(this.blobPath(digest));
+    } catch (err) {
+      if (isMissing(err)) throw new NotFoundError(`content ${digest}`, { cause: err });
+      throw err;
+    }
+    if (data.length !== size) return undefined;
+    if (this.deletions === deletions) this.cache.set(digest, data);
+    return data;
   }
 
   async status(_ctx: RequestContext, ref: string): Promise<IngestStatus> {
@@ -161,7 +236,9 @@ export class LocalContentStore implements ContentStore {
     let mtime: Date;
     let ref: string;
     try {
-      const st = await stat(join(path, 'data'));
+      // lstat: data must be the ingest's own regular file, not a link leading elsewhere.
+      const st = await lstat(join(path, 'data'));
+      if (!st.isFile()) throw new NotFoundError(`ingest ${path}: data is not a regular file`);
       size = st.size;
       mtime = st.mtime;
       ref = await readFile(join(path, 'ref'), 'utf8');
@@ -239,24 +316,34 @@ export class LocalContentStore implements ContentStore {
   /** Starts or resumes the ingest of `ref`; the caller holds the ref's lock. */
   private async openWriter(ref: string, total: number, expected: string): Promise<ContentWriter> {
     if (expected) {
+      let present = false;
       try {
-        await stat(this.blobPath(expected));
-        throw new AlreadyExistsError(`content ${expected}`);
+        present = (await lstat(this.blobPath(expected))).isFile();
       } catch (err) {
         if (!isMissing(err)) throw err;
       }
+      if (present) throw new AlreadyExistsError(`content ${expected}`);
     }
     const path = this.ingestPath(ref);
     const data = join(path, 'data');
     let resumed: { offset: number; total: number; startedAt: Date; updatedAt: Date; hash: ReturnType<typeof createHash> } | undefined;
+    let existed = false;
     try {
       await mkdir(path, { mode: 0o755 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      try {
-        resumed = await this.resume(path, ref, total);
-      } catch (e) {
-        this.log.info('failed to resume ingest; starting over', { path, error: String((e as Error).message ?? e) });
+      existed = true;
+      if (!(await lstat(path)).isDirectory()) {
+        // Not an ingest directory (a link planted there, a stray file): removed, never followed.
+        this.log.warn('replacing an ingest path that is not a directory', { path });
+        await rm(path, { force: true });
+        await mkdir(path, { mode: 0o755 });
+      } else {
+        try {
+          resumed = await this.resume(path, ref, total);
+        } catch (e) {
+          this.log.info('failed to resume ingest; starting over', { path, error: String((e as Error).message ?? e) });
+        }
       }
     }
     let startedAt: Date;
@@ -270,8 +357,10 @@ export class LocalContentStore implements ContentStore {
       await writeTimestampFile(join(path, 'updatedat'), startedAt);
       if (total > 0) await writeFile(join(path, 'total'), String(total), { mode: 0o666 });
     }
-    // A fresh ingest must not inherit bytes of a broken earlier one.
-    const flags = C.O_WRONLY | C.O_CREAT | (resumed ? 0 : C.O_TRUNC);
+    // A fresh ingest must not inherit bytes of a broken earlier one, nor write through
+    // whatever an earlier one left at its data path.
+    if (existed && !resumed) await rm(data, { force: true });
+    const flags = C.O_WRONLY | C.O_CREAT | (resumed ? 0 : C.O_TRUNC) | C.O_NOFOLLOW;
     const fd = await openFd(data, flags, 0o666);
     return new LocalWriter({
       root: this.root,

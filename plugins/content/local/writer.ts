@@ -6,7 +6,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { mkdir, rename, rm, stat, chmod, utimes } from 'node:fs/promises';
+import { lstat, mkdir, rename, rm, chmod, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ContentWriter, IngestStatus } from '../../../core/content/content.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
@@ -171,10 +171,10 @@ export class LocalWriter implements ContentWriter {
   }
 }
 
+/** Whether a committed blob is at `p`: a regular file (a link there is replaced by the rename). */
 async function exists(p: string): Promise<boolean> {
   try {
-    await stat(p);
-    return true;
+    return (await lstat(p)).isFile();
   } catch {
     return false;
   }

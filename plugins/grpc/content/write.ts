@@ -134,31 +134,10 @@ function sendOn(call: grpc.ServerDuplexStream<unknown, unknown>, msg: WriteRespo
   });
 }
 
-/**
- * Uploads are one-message-at-a-time round trips of up to 1 MiB; with HTTP/2's default 64 KiB
- * windows each message also waits for some sixteen window updates. Widen the session's receive
- * windows once (best effort: this reaches into grpc-js's call to find the HTTP/2 session).
- */
-const widened = new WeakSet<object>();
-function widenWindows(call: unknown): void {
-  try {
-    let c = (call as { call?: unknown }).call as { stream?: { session?: unknown }; nextCall?: unknown } | undefined;
-    for (let i = 0; i < 4 && c && !c.stream; i++) c = c.nextCall as typeof c;
-    const session = c?.stream?.session as
-      | { setLocalWindowSize(n: number): void; settings(s: { initialWindowSize: number }): void; destroyed?: boolean }
-      | undefined;
-    if (!session || session.destroyed || widened.has(session)) return;
-    widened.add(session);
-    session.setLocalWindowSize(64 << 20);
-    session.settings({ initialWindowSize: 16 << 20 });
-  } catch {
-    // Only a speed-up; the protocol works with any window.
-  }
-}
-
 export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
+  // The server grants wide HTTP/2 windows (core/server/grpc-server.ts), so a 1 MiB message
+  // arrives without waiting for window updates.
   return async (call, ctx: CallContext) => {
-    widenWindows(call);
     // Not the default iterator: it destroys the stream once the client half-closes, and the
     // session still has a response to send then.
     const requests = (call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<WriteRequest>);

@@ -144,17 +144,28 @@ export async function startShim(cfg: ShimBinaryConfig, bundle: Bundle, options: 
   const args = [...commonArgs(cfg, bundle.namespace), '-id', bundle.id];
   if (cfg.debug) args.push('-debug');
   args.push('start');
-  const r = await run(cfg.runtime, args, {
-    cwd: bundle.path,
-    env: shimEnv(cfg),
-    stdin: options ? marshalAny(options) : undefined,
-    combined: true,
-  });
+  // Written while the shim starts (it is only read when the daemon reloads tasks); a failed
+  // start removes the bundle with it.
+  const recorded = writeFile(join(bundle.path, 'shim-binary-path'), cfg.runtime, { mode: 0o600 });
+  let r: RunResult;
+  try {
+    r = await run(cfg.runtime, args, {
+      cwd: bundle.path,
+      env: shimEnv(cfg),
+      stdin: options ? marshalAny(options) : undefined,
+      combined: true,
+    });
+  } catch (err) {
+    await recorded.catch(() => undefined);
+    throw err;
+  }
   const text = r.stdout.toString('utf8');
-  if (r.code !== 0) throw new Error(`${text}: ${exitText(r)}`);
-  const address = text.trim();
-  await writeFile(join(bundle.path, 'shim-binary-path'), cfg.runtime, { mode: 0o600 });
-  return address;
+  if (r.code !== 0) {
+    await recorded.catch(() => undefined);
+    throw new Error(`${text}: ${exitText(r)}`);
+  }
+  await recorded;
+  return text.trim();
 }
 
 /**

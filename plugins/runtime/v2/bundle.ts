@@ -45,8 +45,18 @@ export async function newBundle(root: string, state: string, namespace: string, 
   const bundle = bundleFor(state, namespace, id);
   const work = join(root, namespace, id);
   const made: string[] = [];
+  const gid = remappedGid(spec);
+  // Independent steps run together: each is a thread-pool round trip on the Tasks.Create path.
+  const settle = async (steps: Promise<unknown>[]) => {
+    const results = await Promise.allSettled(steps);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
   try {
-    await mkdir(dirname(bundle.path), { recursive: true, mode: 0o711 });
+    await settle([
+      mkdir(dirname(bundle.path), { recursive: true, mode: 0o711 }),
+      mkdir(dirname(work), { recursive: true, mode: 0o711 }),
+    ]);
     try {
       await mkdir(bundle.path, { mode: 0o700 });
     } catch (err) {
@@ -54,23 +64,23 @@ export async function newBundle(root: string, state: string, namespace: string, 
       throw err;
     }
     made.push(bundle.path);
-    const gid = remappedGid(spec);
-    if (gid !== 0) {
-      await chown(bundle.path, -1, gid);
-      await chmod(bundle.path, 0o710);
-    }
-    await mkdir(dirname(work), { recursive: true, mode: 0o711 });
-    await mkdir(join(bundle.path, 'rootfs'), { mode: 0o711 });
-    try {
-      await mkdir(work, { mode: 0o711 });
-    } catch (err) {
-      if (errno(err) !== 'EEXIST') throw err;
-      await rm(work, { recursive: true, force: true });
-      await mkdir(work, { mode: 0o711 });
-    }
-    made.push(work);
-    await symlink(work, join(bundle.path, 'work'));
-    await writeFile(join(bundle.path, 'config.json'), spec, { mode: 0o666 });
+    const workDir = async () => {
+      try {
+        await mkdir(work, { mode: 0o711 });
+      } catch (err) {
+        if (errno(err) !== 'EEXIST') throw err;
+        await rm(work, { recursive: true, force: true });
+        await mkdir(work, { mode: 0o711 });
+      }
+      made.push(work);
+    };
+    await settle([
+      gid !== 0 ? chown(bundle.path, -1, gid).then(() => chmod(bundle.path, 0o710)) : Promise.resolve(),
+      mkdir(join(bundle.path, 'rootfs'), { mode: 0o711 }),
+      workDir(),
+      symlink(work, join(bundle.path, 'work')),
+      writeFile(join(bundle.path, 'config.json'), spec, { mode: 0o666 }),
+    ]);
     return bundle;
   } catch (err) {
     for (const p of made) await rm(p, { recursive: true, force: true }).catch(() => undefined);

@@ -329,6 +329,13 @@ export class TaskManager implements PlatformRuntime {
       shimLog = await ShimLog.open(bundle);
       task = this.attach(bundle, client, shimLog, binary);
       await task.connect({ timeoutMs: this.cfg.timeouts.loadMs });
+      if (!(await this.holdsTask(task))) {
+        // The daemon stopped between starting the shim and creating its task: the shim serves
+        // nothing, and as a live entry it would make the id unusable ("already exists").
+        log.warn('shim has no task: shutting it down', { id, namespace: ns });
+        await task.shutdown({ timeoutMs: this.cfg.timeouts.shutdownMs }).catch(() => undefined);
+        throw new NotFoundError(`task ${id} was never created in its shim`);
+      }
       this.live.set(keyOf(ns, id), task);
       log.info('reconnected to shim', { id, namespace: ns });
     } catch (err) {
@@ -341,6 +348,17 @@ export class TaskManager implements PlatformRuntime {
         shimLog?.close();
         await this.cleanupAfterDeadShim(bundle, binary);
       }
+    }
+  }
+
+  /** Whether a reconnected shim runs the task at all (its State is NOT_FOUND when it never got one). */
+  private async holdsTask(task: ShimTask): Promise<boolean> {
+    try {
+      await task.state({ timeoutMs: this.cfg.timeouts.loadMs });
+      return true;
+    } catch (err) {
+      // Anything but a definite "no such task" keeps the task: it may be running.
+      return !isNotFound(err);
     }
   }
 

@@ -336,3 +336,58 @@ describe('applyLayer: whiteouts', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((await fsp.stat(path.join(upper, 'usr/share/doc'))).mode & 0o7777, 0o755);
   });
 });
+
+describe('applyLayer: inline and thread-pool file creation agree', { skip: !isRoot && 'needs root' }, () => {
+  let sb: Sandbox;
+  before(async () => {
+    sb = await makeSandbox();
+  });
+  after(async () => {
+    await sb.cleanup();
+  });
+
+  // Owners and modes that take each shortcut and each way around it: root:root files created
+  // with their final mode, modes the umask or chown would change, setgid directories (whose
+  // gid a new file inherits unless chowned back), symlinks, hardlinks and repeated entries.
+  const layer = () => buildTar([
+    { path: 'etc/', type: 'Directory', mode: 0o755, mtime: T2 },
+    { path: 'etc/plain', data: 'a', mode: 0o644, mtime: T1 },
+    { path: 'etc/exec', data: 'b', mode: 0o755, mtime: T1 },
+    { path: 'etc/world', data: 'c', mode: 0o666, mtime: T1 },
+    { path: 'etc/suid', data: 'd', mode: 0o4755, mtime: T1 },
+    { path: 'etc/owned', data: 'e', mode: 0o640, uid: 33, gid: 44, mtime: T1 },
+    { path: 'shared/', type: 'Directory', mode: 0o2775, uid: 0, gid: 50, mtime: T2 },
+    { path: 'shared/rootfile', data: 'f', mode: 0o644, mtime: T1 },
+    { path: 'shared/sub/', type: 'Directory', mode: 0o755, mtime: T2 },
+    { path: 'shared/sub/inner', data: 'g', mode: 0o644, mtime: T1 },
+    { path: 'shared/link', type: 'SymbolicLink', linkpath: 'rootfile', mtime: T2 },
+    { path: 'implicit/parent/file', data: 'h', mode: 0o600, mtime: T1 },
+    { path: 'etc/hard', type: 'Link', linkpath: 'etc/plain', mode: 0o644, mtime: T1 },
+    { path: 'etc/plain', data: 'again', mode: 0o600, uid: 1, gid: 2, mtime: T2 },
+    { path: 'etc/', type: 'Directory', mode: 0o750, uid: 3, gid: 4, mtime: T1 },
+  ]);
+
+  it('produces the same tree, owners, modes and times', async () => {
+    const trees = [];
+    for (const inline of [true, false]) {
+      const root = path.join(sb.dir, inline ? 'inline' : 'pool');
+      await fsp.mkdir(root);
+      await applyLayer(streamOf(layer(), 512), root, { mode: 'overlay', inline });
+      const tree = await snapshotTree(root, { dirMtimes: true, nlink: true });
+      // Parents the layer does not list are made now: their times are the apply's.
+      for (const p of ['implicit', 'implicit/parent']) tree[p]!.mtimeSec = 0;
+      trees.push(tree);
+    }
+    assert.deepEqual(trees[0], trees[1]);
+    const t = trees[0]!;
+    // A root:root file in a setgid directory is chowned back to gid 0, as containerd does.
+    assert.deepEqual([t['shared/rootfile']!.uid, t['shared/rootfile']!.gid], [0, 0]);
+    assert.deepEqual([t['shared/sub']!.gid, t['shared/sub/inner']!.gid], [0, 0]);
+    assert.deepEqual([t['shared/link']!.uid, t['shared/link']!.gid], [0, 0]);
+    assert.equal(t['etc/world']!.mode, 0o666);
+    assert.equal(t['etc/suid']!.mode, 0o4755);
+    assert.deepEqual([t['etc/owned']!.uid, t['etc/owned']!.gid, t['etc/owned']!.mode], [33, 44, 0o640]);
+    assert.deepEqual([t['etc']!.uid, t['etc']!.gid, t['etc']!.mode, t['etc']!.mtimeSec], [3, 4, 0o750, Math.floor(T1.getTime() / 1000)]);
+    assert.equal(t['etc/hard']!.nlink, 1, 'the hardlink kept the first inode; the later entry replaced the name');
+  });
+});

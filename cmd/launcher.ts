@@ -1,0 +1,127 @@
+/**
+ * Runs one of berth's programs (berthd, berth, the shim) from its CommonJS bundle with a V8
+ * code cache, which Node 20 does not offer for modules on its own.
+ *
+ * Start-up of a Node program is dominated by parsing and compiling its JavaScript: every
+ * function that runs has to be compiled to bytecode first. The code cache is V8's serialised
+ * bytecode of a script as it stood after a run (so including the functions that were compiled
+ * lazily while it ran); compiling with it skips that work. The bundle is loaded as a classic
+ * script through `vm.Script` with `cachedData`, wrapped like Node wraps a CommonJS module.
+ *
+ * The cache lives next to the bundle, in `dist/cache/`, named after the bundle's content hash
+ * (fixed at build time), the Node version and the V8 flags in force, and per program variant
+ * (the shim's `start` and its resident server run different code). It is written by the first
+ * run that found none (or whose cache V8 rejected): at exit, or a moment after start for a
+ * resident process. It is written atomically; a read-only installation simply runs without
+ * one. The build runs each program once to create it.
+ */
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import vm from 'node:vm';
+
+export interface LaunchOptions {
+  /** The bundle's name in dist/: `<name>.cjs`. */
+  name: string;
+  /** Content hash of the bundle, written into the launcher stub by the build. */
+  buildId: string;
+  /** Selects a separate cache for runs that execute different code (e.g. a sub-command). */
+  variant?: string;
+}
+
+/**
+ * V8 flags every program sets before its bundle is compiled. A code cache is only accepted
+ * under the flags it was made with, so a flag the program would set later anyway (the filters
+ * module turns on the linear-time RegExp engine) is set here, first.
+ */
+export const V8_FLAGS: readonly string[] = ['--enable-experimental-regexp-engine'];
+
+/**
+ * Per-program V8 flags. Only flags V8 reads while running take effect here (heap sizes are
+ * fixed when the isolate is created, and some flags, --single-threaded-gc for one, crash V8
+ * when changed later), because `node bin/berthd.js` leaves no room for command-line flags.
+ */
+const PROGRAM_V8_FLAGS: Record<string, readonly string[]> = {
+  // The daemon is long-lived: keep V8's young generation at its initial 1 MiB semi-spaces
+  // instead of letting it grow to 16 MiB each (32 MiB resident for good after any burst of
+  // allocation). Scavenges get more frequent but stay cheap, since they cost what survives,
+  // not the space; pull, ingest and run were measured no slower. (--max-semi-space-size is
+  // the usual knob, but it only works on the command line.)
+  berthd: ['--semi-space-growth-factor=1'],
+};
+
+/** Milliseconds after start at which a still-running process writes its cache. */
+const RESIDENT_WRITE_DELAY_MS = 1500;
+
+/** FNV-1a over a string, as 8 hex digits: cheap, and only has to tell flag sets apart. */
+function shortHash(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
+function readIfPresent(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function writeAtomically(path: string, data: Buffer): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    const fd = openSync(tmp, 'w', 0o644);
+    try {
+      writeSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch {
+    // A read-only installation runs without a cache.
+    try { unlinkSync(tmp); } catch { /* never created */ }
+  }
+}
+
+/**
+ * Loads and runs `<dir>/<name>.cjs` (`dir`: dist/, where the stub calling this lives).
+ * Synchronous: the program's own top-level code has run when it returns.
+ */
+export function launch(dir: string, opts: LaunchOptions): void {
+  for (const flag of [...V8_FLAGS, ...(PROGRAM_V8_FLAGS[opts.name] ?? [])]) setFlagsFromString(flag);
+  const file = join(dir, `${opts.name}.cjs`);
+  const source = readFileSync(file, 'utf8');
+  // The flags a cache was made under must match; NODE_OPTIONS and execArgv can change them.
+  const flags = shortHash(`${process.execArgv.join(' ')}\0${process.env.NODE_OPTIONS ?? ''}\0${process.arch}`);
+  const variant = opts.variant ? `-${opts.variant}` : '';
+  const cacheFile = join(dir, 'cache', `${opts.name}${variant}-${opts.buildId}-${process.version}-${flags}.v8`);
+  const cachedData = process.env.BERTH_CODE_CACHE === '0' ? undefined : readIfPresent(cacheFile);
+
+  const wrapped = `(function (exports, require, module, __filename, __dirname) {${source}\n})`;
+  const script = new vm.Script(wrapped, {
+    filename: file,
+    cachedData,
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  if ((!cachedData || script.cachedDataRejected) && process.env.BERTH_CODE_CACHE !== '0') {
+    let written = false;
+    const write = () => {
+      if (written) return;
+      written = true;
+      writeAtomically(cacheFile, script.createCachedData());
+    };
+    process.once('exit', write);
+    setTimeout(write, RESIDENT_WRITE_DELAY_MS).unref();
+  }
+  const fn = script.runInThisContext() as (
+    exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string,
+  ) => void;
+  const module = { exports: {} };
+  fn.call(module.exports, module.exports, createRequire(file), module, file, dir);
+}

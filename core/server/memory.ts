@@ -1,0 +1,36 @@
+/**
+ * Keeps the daemon's resident memory close to what it really uses: once a burst of work (a
+ * pull, an ingest, many tasks) is over, the native memory it freed is handed back to the
+ * kernel (malloc_trim), instead of staying resident in malloc's arenas until the next burst.
+ *
+ * A timer (unref'd: it never keeps the process alive) samples the resident set size. When it
+ * has grown by more than `growthBytes` since the last trim and stopped growing, the burst is
+ * taken as over and malloc is trimmed; the size after the trim is the new baseline, so memory
+ * that is really in use (V8's heap, caches) does not trigger a trim again.
+ */
+import { trimMalloc } from '../sys/malloc.js';
+
+export interface TrimmerOptions {
+  signal: AbortSignal;
+  /** Sampling period (ms). */
+  intervalMs?: number;
+  /** Growth over the baseline that makes a trim worth its cost (about a millisecond). */
+  growthBytes?: number;
+}
+
+export function startMemoryTrimmer(opts: TrimmerOptions): void {
+  const growth = opts.growthBytes ?? 4 << 20;
+  let baseline = process.memoryUsage.rss();
+  let previous = baseline;
+  const timer = setInterval(() => {
+    const rss = process.memoryUsage.rss();
+    const settled = rss <= previous + (1 << 20);
+    previous = rss;
+    if (rss < baseline) baseline = rss;
+    if (!settled || rss - baseline < growth) return;
+    trimMalloc();
+    baseline = previous = process.memoryUsage.rss();
+  }, opts.intervalMs ?? 1000);
+  timer.unref();
+  opts.signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+}
