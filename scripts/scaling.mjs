@@ -153,7 +153,7 @@ if (want('tasks')) {
       const shimPss = shims.reduce((s, p) => s + pssKb(p), 0);
       const daemonRss = rssKb(d.pid);
       row('tasks', `${d.kind} + ${shim}`, target,
-        `daemon RSS ${fmt(MiB(daemonRss))} MiB (+${fmt(MiB(daemonRss - base) / target, 2)}/task)`,
+        `daemon RSS ${fmt(MiB(daemonRss))} MiB (${daemonRss >= base ? '+' : ''}${fmt(MiB(daemonRss - base) / target, 2)}/task)`,
         `shims ${shims.length}: RSS ${fmt(MiB(shimRss / Math.max(shims.length, 1)))} MiB, PSS ${fmt(MiB(shimPss / Math.max(shims.length, 1)))} MiB each`,
         `per task: ${fmt(MiB((daemonRss - base + shimRss) / target))} MiB RSS, ${fmt(MiB((daemonRss - base + shimPss) / target))} MiB PSS`,
         `run -d ${fmt(median(starts.slice(-Math.min(5, starts.length))), 0)} ms`);

@@ -97,7 +97,8 @@ function assertConfigError(err: unknown, text: string): void {
   if (!(err instanceof ConfigError)) {
     assert.fail(`config ${JSON.stringify(text)} threw ${(err as Error)?.constructor?.name}: ${(err as Error)?.message ?? String(err)}`);
   }
-  assert.match(err.message, /^(\/[^:]+|--flags|defaults)(:\d+:\d+)?: \S/, `config error without a location: ${err.message}`);
+  // The location is a file path (which may itself contain ':'), optionally with line:column.
+  assert.match(err.message, /^(\/.+?|--flags|defaults)(:\d+:\d+)?: \S/, `config error without a location: ${err.message}`);
 }
 
 async function decodeWithKernel(config: Awaited<ReturnType<typeof loadConfig>>['config'], file: string): Promise<void> {
@@ -139,24 +140,25 @@ export function inputFuzzSuite(o: InputFuzzOptions): void {
     const dir = mkdtempSync(join(tmpdir(), 'berth-fuzz-config-'));
     after(() => rmSync(dir, { recursive: true, force: true }));
     let n = 0;
+    /** Writes `text` as a config file: it loads and decodes, or fails with a ConfigError that names the place. */
+    const loadsOrNamesTheError = async (file: string, text: string) => {
+      writeFileSync(file, text);
+      let loaded;
+      try {
+        loaded = await loadConfig(file, { explicit: true });
+      } catch (err) {
+        assertConfigError(err, text);
+        return;
+      }
+      try {
+        await decodeWithKernel(loaded.config, file);
+      } catch (err) {
+        assertConfigError(err, text);
+      }
+    };
 
     it('config loader: random TOML-ish text gives a config or a ConfigError naming file:line or a key path', async () => {
-      await fc.assert(fc.asyncProperty(tomlish, async (text) => {
-        const file = join(dir, `c${n++}.toml`);
-        writeFileSync(file, text);
-        let loaded;
-        try {
-          loaded = await loadConfig(file, { explicit: true });
-        } catch (err) {
-          assertConfigError(err, text);
-          return;
-        }
-        try {
-          await decodeWithKernel(loaded.config, file);
-        } catch (err) {
-          assertConfigError(err, text);
-        }
-      }), fcParams(o));
+      await fc.assert(fc.asyncProperty(tomlish, (text) => loadsOrNamesTheError(join(dir, `c${n++}.toml`), text)), fcParams(o));
     });
 
     it('config loader: random typed values for known keys give a config or a ConfigError naming the key', async () => {
@@ -168,20 +170,7 @@ export function inputFuzzSuite(o: InputFuzzOptions): void {
           fc.pre(false);
           return;
         }
-        const file = join(dir, `t${n++}.toml`);
-        writeFileSync(file, text);
-        let loaded;
-        try {
-          loaded = await loadConfig(file, { explicit: true });
-        } catch (err) {
-          assertConfigError(err, text);
-          return;
-        }
-        try {
-          await decodeWithKernel(loaded.config, file);
-        } catch (err) {
-          assertConfigError(err, text);
-        }
+        await loadsOrNamesTheError(join(dir, `t${n++}.toml`), text);
       }), fcParams(o));
     });
 

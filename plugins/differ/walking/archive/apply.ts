@@ -192,6 +192,19 @@ export function cleanEntryName(name: string): string {
   return path.normalize('/' + name).slice(1).replace(/\/+$/, '');
 }
 
+/**
+ * File-system errors that mean the layer contradicts itself or the tree it lands on (a hardlink
+ * to a directory, a path through a non-directory, a name too long, a symlink loop): the layer is
+ * bad input, so INVALID_ARGUMENT, with the system's message. Other errors keep their meaning
+ * (ENOSPC stays RESOURCE_EXHAUSTED, ENOENT NOT_FOUND, I/O errors unknown).
+ */
+const BAD_LAYER_ERRNOS = new Set(['ENOTDIR', 'EISDIR', 'EPERM', 'ELOOP', 'ENAMETOOLONG', 'EINVAL', 'ENOTEMPTY', 'EMLINK', 'EXDEV']);
+function classifyApplyError(err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== 'string' || !BAD_LAYER_ERRNOS.has(code)) return err;
+  return new InvalidArgumentError(`layer cannot be applied: ${(err as Error).message}`, { cause: err });
+}
+
 /** The time containerd would set: out-of-range or missing times become the epoch. */
 function boundTime(t: Date | undefined): Date {
   const ms = t?.getTime();
@@ -262,7 +275,7 @@ class Applier {
 
   fail(err: unknown): void {
     if (this.failure !== undefined) return;
-    this.failure = err ?? new Error('layer apply failed');
+    this.failure = classifyApplyError(err ?? new Error('layer apply failed'));
     for (const w of this.failWaiters) w();
     this.failWaiters.clear();
     this.onFail?.();
@@ -406,7 +419,12 @@ class Applier {
     }
     if (this.failure !== undefined) throw this.failure;
 
-    await this.applyDirTimes();
+    try {
+      await this.applyDirTimes();
+    } catch (err) {
+      // A later entry replaced a directory listed earlier (its path is now a file or gone).
+      throw classifyApplyError(err);
+    }
     return { entries: this.entries, bytes: this.bytes };
   }
 
