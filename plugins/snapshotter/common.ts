@@ -3,7 +3,8 @@
  * removal of directories that no storage record owns any more.
  */
 import { execFile } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { readdir, readFile, realpath, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { InvalidArgumentError } from '../../core/errdefs/errdefs.js';
 import type { Logger } from '../../core/log/logger.js';
 import type { Platform } from '../../core/plugin/types.js';
@@ -24,6 +25,16 @@ export function hostPlatform(): Platform {
  */
 export async function removeDirectories(paths: readonly string[], log?: Logger): Promise<void> {
   if (!paths.length) return;
+  // A container's writable layer is usually a handful of entries: removing those here costs
+  // less than forking the daemon for `rm` (a few milliseconds of CPU per removal).
+  if (await smallUnmountedTrees(paths)) {
+    try {
+      await Promise.all(paths.map((p) => rm(p, { recursive: true, force: true })));
+      return;
+    } catch (err) {
+      log?.debug('in-process removal failed; using rm -rf', { error: (err as Error).message });
+    }
+  }
   try {
     await new Promise<void>((resolve, reject) => {
       execFile('rm', ['-rf', '--one-file-system', '--', ...paths], (err, _out, stderr) =>
@@ -39,6 +50,45 @@ export async function removeDirectories(paths: readonly string[], log?: Logger):
       }
     }));
   }
+}
+
+/** Trees of at most this many entries in all are removed in process. */
+const SMALL_TREE_ENTRIES = 64;
+
+/**
+ * Whether `paths` together hold at most SMALL_TREE_ENTRIES entries (counted without following
+ * links, stopping as soon as there are more) and nothing is mounted at or below any of them
+ * (the in-process removal, unlike `rm --one-file-system`, would descend into a mount).
+ */
+async function smallUnmountedTrees(paths: readonly string[]): Promise<boolean> {
+  let budget = SMALL_TREE_ENTRIES;
+  const pending = [...paths];
+  while (pending.length) {
+    const dir = pending.pop()!;
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      continue; // gone already, or not a directory: rm handles both
+    }
+    budget -= entries.length;
+    if (budget < 0) return false;
+    for (const e of entries) if (e.isDirectory()) pending.push(join(dir, e.name));
+  }
+  // Mount points are real paths.
+  const real = await Promise.all(paths.map((p) => realpath(p).catch(() => p)));
+  let mountinfo: string;
+  try {
+    mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return false;
+  }
+  for (const line of mountinfo.split('\n')) {
+    // Field 5 is the mount point, with spaces and the like octal-escaped.
+    const point = line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+    if (point && real.some((p) => point === p || point.startsWith(`${p}/`))) return false;
+  }
+  return true;
 }
 
 /** Validates an optional list-of-strings config value. */

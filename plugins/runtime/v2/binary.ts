@@ -5,7 +5,7 @@
  * containerd 1.6's, so any v2 shim behaves under berthd as it does under containerd.
  */
 import { spawn } from 'node:child_process';
-import { constants, openSync } from 'node:fs';
+import { close, constants, openSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
@@ -110,11 +110,15 @@ function run(file: string, args: string[], opts: { cwd: string; env: NodeJS.Proc
 const exitText = (r: RunResult) => (r.signal ? `signal: ${r.signal.toLowerCase().replace(/^sig/, '')}` : `exit status ${r.code}`);
 
 /**
- * The bundle's `log` FIFO, copied to the daemon's stderr. The daemon holds it open read-write
- * so the pipe survives shims reopening it; it is read through libuv (no thread blocks on it).
+ * The bundle's `log` FIFO, copied to the daemon's stderr, read through libuv (no thread blocks
+ * on it). Two descriptors: a read-write one that keeps the pipe alive while shims reopen it,
+ * and a read-only one the reader uses. Releasing a pipe wakes its other end, and the closing
+ * thread can lose the CPU to it for milliseconds: the last descriptor is closed on the thread
+ * pool, not on the event loop.
  */
 export class ShimLog {
   private socket: Socket | undefined;
+  private keepFd: number | undefined;
 
   static async open(bundle: Bundle): Promise<ShimLog> {
     const path = join(bundle.path, 'log');
@@ -124,9 +128,9 @@ export class ShimLog {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
     const log = new ShimLog();
-    const socket = new Socket({ fd, readable: true, writable: false });
+    log.keepFd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
+    const socket = new Socket({ fd: openSync(path, constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
     socket.on('error', () => undefined);
     socket.on('data', (b: Buffer) => process.stderr.write(b));
     log.socket = socket;
@@ -136,6 +140,8 @@ export class ShimLog {
   close(): void {
     this.socket?.destroy();
     this.socket = undefined;
+    if (this.keepFd !== undefined) close(this.keepFd, () => undefined);
+    this.keepFd = undefined;
   }
 }
 

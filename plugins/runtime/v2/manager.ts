@@ -43,6 +43,8 @@ export class TaskManager implements PlatformRuntime {
   private readonly live = new Map<string, ShimTask>();
   /** Cleanups (shim delete action, bundle removal) still running, by task key. */
   private readonly cleanups = new Map<string, Promise<void>>();
+  /** Tasks whose shim deleted them on request: their shim only has to go, not be cleaned up after. */
+  private readonly deletedCleanly = new WeakSet<ShimTask>();
   private closing = false;
 
   constructor(private readonly cfg: ManagerConfig) {}
@@ -131,7 +133,10 @@ export class TaskManager implements PlatformRuntime {
       throw wrapError('failed to delete task', err);
     }
     this.live.delete(key);
-    // Shutdown, the shim's delete action and the bundle removal finish after the reply; a new
+    // The shim deleted its task itself: nothing is left for its `delete` action to clean up, and
+    // spawning it (a fork of this process) would cost every `ctr run --rm` for nothing.
+    this.deletedCleanly.add(task);
+    // Shutdown and the bundle removal finish after the reply; a new
     // task with this id waits for them (see create), and so does the daemon's close.
     void this.shutdownAndDisconnect(key, task);
     return exit;
@@ -221,7 +226,10 @@ export class TaskManager implements PlatformRuntime {
           if (this.cleanups.get(key) === done) this.cleanups.delete(key);
         });
       }
-      void this.cleanupAfterDeadShim(bundle, binary).finally(() => {
+      const cleanup = this.deletedCleanly.has(task)
+        ? deleteBundle(bundle).catch((err) => this.cfg.log.error('failed to delete bundle', { id: bundle.id, error: messageOf(err) }))
+        : this.cleanupAfterDeadShim(bundle, binary);
+      void cleanup.finally(() => {
         if (this.live.get(key) === task) this.live.delete(key);
         shim.markClosed();
       });
