@@ -48,7 +48,9 @@ const PROGRAM_V8_FLAGS: Record<string, readonly string[]> = {
   // allocation). Scavenges get more frequent but stay cheap, since they cost what survives,
   // not the space; pull, ingest and run were measured no slower. (--max-semi-space-size is
   // the usual knob, but it only works on the command line.)
-  berthd: ['--semi-space-growth-factor=1'],
+  // --expose-gc: core/server/memory.ts sets it to collect after a burst of work; set here
+  // first so the code cache is made and used under the same flags.
+  berthd: ['--semi-space-growth-factor=1', '--expose-gc'],
 };
 
 /** Milliseconds after start at which a still-running process writes its cache. */

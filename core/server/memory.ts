@@ -5,10 +5,28 @@
  *
  * A timer (unref'd: it never keeps the process alive) samples the resident set size. When it
  * has grown by more than `growthBytes` since the last trim and stopped growing, the burst is
- * taken as over and malloc is trimmed; the size after the trim is the new baseline, so memory
- * that is really in use (V8's heap, caches) does not trigger a trim again.
+ * taken as over: a full garbage collection runs first (a Buffer's memory is malloc'd and only
+ * freed when V8 collects the Buffer, which an idle daemon may not do for a long time), then
+ * malloc is trimmed; the size after that is the new baseline, so memory that is really in use
+ * (V8's heap, caches) does not trigger it again.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { trimMalloc } from '../sys/malloc.js';
+
+/** V8's full collection, made callable the way --expose-gc does (undefined if V8 refuses). */
+let fullGc: (() => void) | null | undefined;
+function collectGarbage(): void {
+  if (fullGc === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      fullGc = runInNewContext('gc') as () => void;
+    } catch {
+      fullGc = null;
+    }
+  }
+  fullGc?.();
+}
 
 export interface TrimmerOptions {
   signal: AbortSignal;
@@ -28,6 +46,7 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
     previous = rss;
     if (rss < baseline) baseline = rss;
     if (!settled || rss - baseline < growth) return;
+    collectGarbage();
     trimMalloc();
     baseline = previous = process.memoryUsage.rss();
   }, opts.intervalMs ?? 1000);
