@@ -38,6 +38,11 @@ export interface TestDaemon {
 export interface DaemonOptions {
   /** Extra TOML appended to the generated config. */
   extraConfig?: string;
+  /**
+   * Keep containerd's garbage-collection schedule (periodic runs every ~50 x the last run's
+   * time) instead of QUIET_GC, the default for tests: only tests of the scheduler want it.
+   */
+  periodicGc?: boolean;
   /** Log level (default info). */
   logLevel?: string;
   env?: NodeJS.ProcessEnv;
@@ -48,10 +53,11 @@ export interface DaemonOptions {
 }
 
 /**
- * Scheduler settings that keep periodic garbage collection out of a test: blobs and snapshots
- * a ctr command leaves unreferenced (its lease ends with the command) would otherwise go at
- * the next collection. Synchronous deletes still collect; after one, the next periodic run is
- * many seconds away.
+ * Scheduler settings that keep periodic garbage collection out of a test (the default of
+ * startDaemon): blobs and snapshots a ctr command leaves unreferenced (its lease ends with the
+ * command) would otherwise go at the next collection, a few milliseconds later, as they would
+ * in containerd. Synchronous deletes still collect; after one, the next periodic run is many
+ * seconds away.
  */
 export const QUIET_GC = '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001';
 
@@ -72,6 +78,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     opts.grpcConfig ?? '',
     '[debug]',
     `  level = "${opts.logLevel ?? 'info'}"`,
+    opts.periodicGc || opts.extraConfig?.includes('gc.v1.scheduler') ? '' : QUIET_GC,
     opts.extraConfig ?? '',
     // Keep installs inside the test directory unless the test configures opt itself.
     opts.extraConfig?.includes('internal.v1.opt') ? '' : `[plugins."io.containerd.internal.v1.opt"]\n  path = "${join(dir, 'opt')}"`,

@@ -8,7 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { QUIET_GC, startDaemon, ctr, berth, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, ctr, berth, type TestDaemon } from '../helpers/daemon.js';
 import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -38,8 +38,7 @@ describe('ctr content and leases against berthd', () => {
     await leases.delete({ id: lease!.id, sync: true });
   };
   before(async () => {
-    // Collections come only from the synchronous deletes above, then not for many seconds.
-    d = await startDaemon({ extraConfig: QUIET_GC });
+    d = await startDaemon();
   });
   after(async () => {
     await d?.dispose();

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { QUIET_GC, startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
 import { ContentDefinition } from '../../api/gen/services/content/v1/content.js';
 import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 import type { Connection } from '../../client/connection.js';
@@ -66,8 +66,7 @@ const blobsOnDisk = (d: TestDaemon) => {
 describe('content over the wire', () => {
   let d: TestDaemon;
   before(async () => {
-    // Unlabelled test blobs must not meet a periodic collection mid-test.
-    d = await startDaemon({ extraConfig: QUIET_GC });
+    d = await startDaemon();
   });
   after(async () => {
     await d?.dispose();

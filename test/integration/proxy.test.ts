@@ -215,7 +215,7 @@ describe('berth snapshotter serve', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       assert.doesNotMatch(log, /no such plugin/, 'sections of other plugins are not its business');
-      const d = await startDaemon({ extraConfig: `${QUIET_GC}\n[proxy_plugins.nat]\n  type = "snapshot"\n  address = "${address}"` });
+      const d = await startDaemon({ extraConfig: `[proxy_plugins.nat]\n  type = "snapshot"\n  address = "${address}"` });
       try {
         await must(ctr(d.address, ['snapshots', '--snapshotter', 'nat', 'prepare', 'a', '']), 'prepare');
         const m = await must(ctr(d.address, ['snapshots', '--snapshotter', 'nat', 'mounts', '/mnt', 'a']), 'mounts');
@@ -247,7 +247,7 @@ describe('berth snapshotter serve --snapshotter btrfs', () => {
     let d: TestDaemon | undefined;
     try {
       serve = await startServe(join(work, 'btrfs.sock'), join(fs.mountpoint, 'serve-root'), 'btrfs');
-      d = await startDaemon({ extraConfig: `${QUIET_GC}\n[proxy_plugins.remotebtrfs]\n  type = "snapshot"\n  address = "${serve.address}"` });
+      d = await startDaemon({ extraConfig: `[proxy_plugins.remotebtrfs]\n  type = "snapshot"\n  address = "${serve.address}"` });
       const snap = (args: string[]) => must(ctr(d!.address, ['snapshots', '--snapshotter', 'remotebtrfs', ...args]), args.join(' '));
       await snap(['prepare', 'b1', '']);
       assert.match(await snap(['mounts', '/mnt', 'b1']), /^mount -t btrfs \S+ \/mnt -o subvolid=\d+$/m);
