@@ -34,6 +34,17 @@ async function orphan(script: string): Promise<number> {
   return Number(stdout.trim());
 }
 
+/** Waits until `pid` is a zombie (it has exited and waits to be reaped: by us, its subreaper). */
+async function zombie(pid: number): Promise<void> {
+  const { readFileSync } = await import('node:fs');
+  for (let i = 0; i < 500; i++) {
+    // Field 3 of /proc/<pid>/stat, after the parenthesised command name.
+    if (/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'latin1'))) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`${pid} did not exit`);
+}
+
 function exitOf(reaper: Reaper, pid: number): Promise<ChildExit> {
   return new Promise((resolve) => reaper.watch(pid, resolve));
 }
@@ -41,7 +52,10 @@ function exitOf(reaper: Reaper, pid: number): Promise<ChildExit> {
 test('re-parented orphans are reaped on SIGCHLD with their exit code or 128+signal', alive(async () => {
   const reaper = new Reaper();
   try {
-    const quick = await orphan('exit 4');
+    // Already dead when it is watched. It outlives the shell that started it, so that the
+    // shell cannot reap it first: its status is ours.
+    const quick = await orphan('sleep 0.05; exit 4');
+    await zombie(quick);
     const slow = await orphan('sleep 0.2; exit 9');
     const killed = await orphan('sleep 30');
     const exits = [exitOf(reaper, quick), exitOf(reaper, slow), exitOf(reaper, killed)];
