@@ -3,10 +3,11 @@
  * removal of directories that no storage record owns any more.
  */
 import { execFile } from 'node:child_process';
-import { readdir, readFile, realpath, rm } from 'node:fs/promises';
+import { readdir, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../../core/errdefs/errdefs.js';
 import type { Logger } from '../../core/log/logger.js';
+import { mountInfo, type MountInfo } from '../../core/mount/mountinfo.js';
 import type { Platform } from '../../core/plugin/types.js';
 
 const GOARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
@@ -77,18 +78,13 @@ async function smallUnmountedTrees(paths: readonly string[]): Promise<boolean> {
   }
   // Mount points are real paths.
   const real = await Promise.all(paths.map((p) => realpath(p).catch(() => p)));
-  let mountinfo: string;
+  let mounts: MountInfo[];
   try {
-    mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+    mounts = await mountInfo();
   } catch {
     return false;
   }
-  for (const line of mountinfo.split('\n')) {
-    // Field 5 is the mount point, with spaces and the like octal-escaped.
-    const point = line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-    if (point && real.some((p) => point === p || point.startsWith(`${p}/`))) return false;
-  }
-  return true;
+  return !mounts.some((m) => real.some((p) => m.mountpoint === p || m.mountpoint.startsWith(`${p}/`)));
 }
 
 /** Validates an optional list-of-strings config value. */

@@ -817,10 +817,23 @@ class Applier {
 
   /** Sets the ownership, xattrs and mode containerd sets on every entry, in its order. */
   async setOwner(abs: string, e: ReadEntry): Promise<void> {
+    await fsp.lchown(abs, e.uid ?? 0, e.gid ?? 0).catch((err) => this.ownerRefused(err));
+  }
+
+  /**
+   * A failed chown: only an unprivileged apply may go on (its files keep the caller's owner, as
+   * with containerd run rootless); anything else is thrown again.
+   */
+  ownerRefused(err: unknown): void {
+    if (this.isRoot || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+  }
+
+  /** A synchronous chown under the same rule. */
+  chownSync(chown: () => void): void {
     try {
-      await fsp.lchown(abs, e.uid ?? 0, e.gid ?? 0);
+      chown();
     } catch (err) {
-      if (this.isRoot || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+      this.ownerRefused(err);
     }
   }
 
@@ -918,13 +931,7 @@ class Applier {
         if (n === 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
         off += n;
       }
-      if (!owned) {
-        try {
-          fs.fchownSync(fd, uid, gid);
-        } catch (err) {
-          if (this.isRoot || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-        }
-      }
+      if (!owned) this.chownSync(() => fs.fchownSync(fd, uid, gid));
       this.applyXattrs(abs, e, true);
       if (!finalMode) fs.fchmodSync(fd, mode);
       fs.futimesSync(fd, atime, mtime);
@@ -1009,9 +1016,7 @@ class Applier {
 
   /** Owner, xattrs, mode, times - containerd's order (chown would clear setuid and capabilities). */
   async finishFile(fd: number, abs: string, e: ReadEntry, atime: Date, mtime: Date): Promise<void> {
-    await fchown(fd, e.uid ?? 0, e.gid ?? 0).catch((err: NodeJS.ErrnoException) => {
-      if (this.isRoot || err.code !== 'EPERM') throw err;
-    });
+    await fchown(fd, e.uid ?? 0, e.gid ?? 0).catch((err) => this.ownerRefused(err));
     this.applyXattrs(abs, e, true);
     await fchmod(fd, (e.mode ?? 0) & 0o7777);
     await futimes(fd, atime, mtime);
@@ -1042,11 +1047,7 @@ class Applier {
       const uid = e.uid ?? 0;
       const gid = e.gid ?? 0;
       const mode = (e.mode ?? 0) & 0o7777;
-      try {
-        fs.lchownSync(abs, uid, gid);
-      } catch (err) {
-        if (this.isRoot || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-      }
+      this.chownSync(() => fs.lchownSync(abs, uid, gid));
       this.applyXattrs(abs, e, true);
       fs.chmodSync(abs, mode);
       // What a file created in here gets: the directory's gid when setgid, else ours.
@@ -1081,13 +1082,7 @@ class Applier {
       const { atime, mtime } = this.times(e);
       const uid = e.uid ?? 0;
       const gid = e.gid ?? 0;
-      if (!this.ownedOnCreate(parent, uid, gid)) {
-        try {
-          fs.lchownSync(abs, uid, gid);
-        } catch (err) {
-          if (this.isRoot || (err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-        }
-      }
+      if (!this.ownedOnCreate(parent, uid, gid)) this.chownSync(() => fs.lchownSync(abs, uid, gid));
       this.applyXattrs(abs, e, false);
       fs.lutimesSync(abs, atime, mtime);
       await this.yieldAfterInline(started);
