@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Connection } from '../../client/connection.js';
+import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BERTHD = join(REPO, 'bin', 'berthd.js');
@@ -60,6 +61,17 @@ export interface DaemonOptions {
  * seconds away.
  */
 export const QUIET_GC = '[plugins."io.containerd.gc.v1.scheduler"]\n  startup_delay = "1h"\n  pause_threshold = 0.00001';
+
+/**
+ * Runs one garbage collection now and waits for it (a synchronous lease delete does that):
+ * under QUIET_GC the only way anything unreferenced goes, and under containerd's schedule a way
+ * to have no collection pending while a test looks at what it just made.
+ */
+export async function collectGarbage(conn: Connection): Promise<void> {
+  const leases = conn.service(LeasesDefinition);
+  const { lease } = await leases.create({ id: '' });
+  await leases.delete({ id: lease!.id, sync: true });
+}
 
 /** Boots berthd on temp directories and resolves once its socket answers. */
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {

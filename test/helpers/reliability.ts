@@ -9,8 +9,7 @@ import { createReadStream, existsSync, lstatSync, readdirSync, readFileSync, rea
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
-import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
-import type { TestDaemon } from './daemon.js';
+import { collectGarbage, type TestDaemon } from './daemon.js';
 
 const require = createRequire(import.meta.url);
 
@@ -164,11 +163,7 @@ export async function resourceDump(d: TestDaemon): Promise<ResourceDump> {
 
 /** Makes berthd run one garbage collection now and waits for it (a lease deleted with sync). */
 export async function forceGc(d: TestDaemon, namespace = 'reliability-gc'): Promise<void> {
-  const conn = d.connect(namespace);
-  const leases = conn.service(LeasesDefinition);
-  const id = `gc-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
-  await leases.create({ id, labels: {} });
-  await leases.delete({ id, sync: true });
+  await collectGarbage(d.connect(namespace));
 }
 
 // ---------------------------------------------------------------- consistency

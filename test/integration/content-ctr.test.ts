@@ -8,8 +8,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { startDaemon, ctr, berth, type TestDaemon } from '../helpers/daemon.js';
-import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
+import { collectGarbage, startDaemon, ctr, berth, type TestDaemon } from '../helpers/daemon.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -28,15 +27,6 @@ function ctrBytes(address: string, ns: string, args: string[]): Promise<{ code: 
 
 describe('ctr content and leases against berthd', () => {
   let d: TestDaemon;
-  /**
-   * Blobs ctr ingests carry no labels and no lease: they live until the next collection. Run
-   * one first (a synchronous lease delete) so none is pending while a test looks at them.
-   */
-  const settleGc = async (ns: string) => {
-    const leases = d.connect(ns).service(LeasesDefinition);
-    const { lease } = await leases.create({ id: '' });
-    await leases.delete({ id: lease!.id, sync: true });
-  };
   before(async () => {
     d = await startDaemon();
   });
@@ -46,7 +36,7 @@ describe('ctr content and leases against berthd', () => {
 
   test('ingest with expected size and digest, ls, get, label, rm', async () => {
     const ns = 'ctr-roundtrip';
-    await settleGc(ns);
+    await collectGarbage(d.connect(ns));
     const blob = randomBytes(3_000_000);
     const dg = sha(blob);
     let r = await ctr(d.address, ['content', 'ingest', '--expected-size', String(blob.length), '--expected-digest', dg, 'ref-1'], { namespace: ns, input: blob });
@@ -133,7 +123,7 @@ describe('ctr content and leases against berthd', () => {
 
   test('a namespace holding content cannot be removed until it is emptied', async () => {
     const ns = 'ctr-busy';
-    await settleGc(ns);
+    await collectGarbage(d.connect(ns));
     const blob = randomBytes(1000);
     let r = await ctr(d.address, ['content', 'ingest', 'r'], { namespace: ns, input: blob });
     assert.equal(r.code, 0, r.stderr);

@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
+import { collectGarbage, startDaemon, berth, type TestDaemon } from '../helpers/daemon.js';
 import { ContentDefinition } from '../../api/gen/services/content/v1/content.js';
-import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 import type { Connection } from '../../client/connection.js';
 import { Code, codeOf } from '../../core/errdefs/errdefs.js';
 
@@ -46,16 +45,6 @@ async function session(conn: Connection) {
       return next();
     },
   };
-}
-
-/**
- * Unlabelled blobs live until the next garbage collection. Run one now (a synchronous lease
- * delete) so no collection is pending while a test looks at blobs it just made.
- */
-async function settleGc(conn: Connection) {
-  const leases = conn.service(LeasesDefinition);
-  const { lease } = await leases.create({ id: '' });
-  await leases.delete({ id: lease!.id, sync: true });
 }
 
 const blobsOnDisk = (d: TestDaemon) => {
@@ -144,7 +133,7 @@ describe('content over the wire', () => {
     const data = randomBytes(20 * MiB);
     const digest = sha(data);
     const conn = d.connect('cli-resume');
-    await settleGc(conn);
+    await collectGarbage(conn);
     const s = await session(conn);
     await s.send({ action: STAT, ref: 'cli', total: data.length });
     await s.send({ action: WRITE, offset: 0, data: data.subarray(0, 7 * MiB) });
@@ -192,7 +181,7 @@ describe('content over the wire', () => {
 
   test('Write protocol: echoes, offsets, STAT digest, OUT_OF_RANGE, double final response, ALREADY_EXISTS', async () => {
     const conn = d.connect('proto');
-    await settleGc(conn);
+    await collectGarbage(conn);
     const payload = Buffer.from('hello, content');
     const s = await session(conn);
     const stat = await s.send({ action: STAT, ref: 'p', total: payload.length });
@@ -244,7 +233,7 @@ describe('content over the wire', () => {
 
   test('Read: ranges, chunks of at most 1 MiB, OUT_OF_RANGE, validation', async () => {
     const conn = d.connect('read');
-    await settleGc(conn);
+    await collectGarbage(conn);
     const data = randomBytes(3 * MiB + 17);
     const res = await berth(d.address, ['content', 'ingest', 'r'], { namespace: 'read', input: data });
     assert.equal(res.code, 0, res.stderr);
@@ -271,7 +260,7 @@ describe('content over the wire', () => {
 
   test('List sends batches of at most 100', async () => {
     const conn = d.connect('many');
-    await settleGc(conn);
+    await collectGarbage(conn);
     const r = await berth(d.address, ['content', 'ingest', 'm0'], { namespace: 'many', input: 'blob-0' });
     assert.equal(r.code, 0, r.stderr);
     // Keep them through the collections 130 commits may schedule (mutation threshold).

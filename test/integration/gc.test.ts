@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { startDaemon, ctr, type TestDaemon } from '../helpers/daemon.js';
+import { collectGarbage, startDaemon, ctr, type TestDaemon } from '../helpers/daemon.js';
 import { ContentDefinition } from '../../api/gen/services/content/v1/content.js';
 import { LeasesDefinition } from '../../api/gen/services/leases/v1/leases.js';
 import { IntrospectionDefinition } from '../../api/gen/services/introspection/v1/introspection.js';
@@ -30,13 +30,6 @@ async function put(conn: Connection, data: Buffer, labels: Record<string, string
   for (;;) if ((await it.next()).done) break;
   assert.equal(r.value?.digest, sha(data));
   return sha(data);
-}
-
-/** Runs a collection and waits for it (Leases.Delete with sync). */
-async function collect(conn: Connection) {
-  const leases = conn.service(LeasesDefinition);
-  const { lease } = await leases.create({ id: '' });
-  await leases.delete({ id: lease!.id, sync: true });
 }
 
 describe('garbage collection', () => {
@@ -70,7 +63,7 @@ describe('garbage collection', () => {
     const conn = d.connect('gc1');
     const leases = conn.service(LeasesDefinition);
     // Nothing pending (the startup collection included) while the unlabelled children are written.
-    await collect(conn);
+    await collectGarbage(conn);
     const config = await put(conn, Buffer.from('config'));
     const layer = await put(conn, Buffer.from('layer'));
     const manifest = await put(conn, Buffer.from('manifest'), {
@@ -89,20 +82,20 @@ describe('garbage collection', () => {
     conn.lease = undefined;
     assert.deepEqual((await leases.listResources({ id: 'old' })).resources, [{ id: expiring, type: 'content' }]);
 
-    await collect(conn);
+    await collectGarbage(conn);
     assert.deepEqual(await listed(conn), [config, layer, manifest, leased, expiring].sort());
     assert.equal(onDisk().includes(orphan), false, 'the orphan is gone from disk');
 
     // Let the short lease expire: it is collected with what only it held.
     await new Promise((r) => setTimeout(r, 2100));
-    await collect(conn);
+    await collectGarbage(conn);
     assert.deepEqual(await listed(conn), [config, layer, manifest, leased].sort());
     assert.equal(onDisk().includes(expiring), false);
     assert.deepEqual((await leases.list({ filters: [] })).leases.map((l) => l.id), ['live']);
 
     // Dropping the root label releases the whole graph.
     await conn.service(ContentDefinition).update({ info: { digest: manifest, labels: {} }, updateMask: ['labels'] });
-    await collect(conn);
+    await collectGarbage(conn);
     assert.deepEqual(await listed(conn), [leased]);
     assert.deepEqual(onDisk().sort(), [leased]);
   });
@@ -111,10 +104,10 @@ describe('garbage collection', () => {
     const a = d.connect('gc-a');
     const b = d.connect('gc-b');
     const data = Buffer.from('in two namespaces');
-    await collect(a);
+    await collectGarbage(a);
     await put(a, data, { 'containerd.io/gc.root': 'yes' });
     await put(b, data);
-    await collect(b);
+    await collectGarbage(b);
     assert.deepEqual(await listed(b), []);
     assert.deepEqual(await listed(a), [sha(data)]);
     assert.ok(onDisk().includes(sha(data)));
@@ -122,7 +115,7 @@ describe('garbage collection', () => {
 
   test('a deletion schedules a collection by itself, which takes unreferenced blobs with it', async () => {
     const conn = d.connect('gc-delete');
-    await collect(conn);
+    await collectGarbage(conn);
     await put(conn, Buffer.from('unreferenced'));
     await put(conn, Buffer.from('to delete'));
     await conn.service(ContentDefinition).delete({ digest: sha(Buffer.from('to delete')) });
@@ -154,7 +147,7 @@ describe('garbage collection of what ctr leaves behind', () => {
       return out;
     };
     assert.deepEqual(await listed(), [sha(Buffer.from('plain blob'))]);
-    await collect(conn);
+    await collectGarbage(conn);
     assert.deepEqual(await listed(), []);
   });
 });

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { busyboxRootfs, waitFor } from '../helpers/fixtures.js';
-import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
+import { killAndDeleteTask } from '../helpers/tasks.js';
 
 
 const shimPid = (ns: string, id: string) =>
@@ -76,16 +76,7 @@ describe('runtime v2 restart', () => {
     assert.equal(r.code, 4);
     assert.equal(r.stdout, 'berth-exec\n');
 
-    const tasks = d.connect(NS).service(TasksDefinition);
-    const waited = tasks.wait({ containerId: 'r1' });
-    await tasks.kill({ containerId: 'r1', signal: 9 });
-    assert.equal((await waited).exitStatus, 137);
-    const { process: p } = await tasks.get({ containerId: 'r1' });
-    assert.equal(p!.status, 3);
-    assert.equal(p!.exitStatus, 137);
-    const del = await tasks.delete({ containerId: 'r1' });
-    assert.equal(del.exitStatus, 137);
-    assert.equal(String(del.pid), pid1);
+    await killAndDeleteTask(d.connect(NS), 'r1', pid1);
     await waitFor('r1 bundle removal', async () => (existsSync(join(runtimeState, 'r1')) ? undefined : true));
 
     // r2's container record is still there; its task is not.

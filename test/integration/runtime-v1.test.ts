@@ -17,7 +17,7 @@ import { waitFor as poll } from '../helpers/fixtures.js';
 
 /** v1 shims publish through a process per event, so give conditions longer than the default. */
 const waitFor = <T,>(what: string, fn: () => Promise<T | undefined> | T | undefined) => poll(what, fn, 15_000);
-import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
+import { killAndDeleteTask } from '../helpers/tasks.js';
 
 const V1 = 'io.containerd.runtime.v1.linux';
 const IMAGE = 'docker.io/library/busybox:latest';
@@ -168,16 +168,7 @@ describe('runtime v1 (containerd-shim)', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'after-restart\n');
 
-    const tasks = d.connect(NS).service(TasksDefinition);
-    const waited = tasks.wait({ containerId: 'r1' });
-    await tasks.kill({ containerId: 'r1', signal: 9 });
-    assert.equal((await waited).exitStatus, 137);
-    const { process: p } = await tasks.get({ containerId: 'r1' });
-    assert.equal(p!.status, 3);
-    assert.equal(p!.exitStatus, 137);
-    const del = await tasks.delete({ containerId: 'r1' });
-    assert.equal(del.exitStatus, 137);
-    assert.equal(String(del.pid), pid1);
+    await killAndDeleteTask(d.connect(NS), 'r1', pid1);
     assert.ok(!existsSync(bundleOf('r1')));
     assert.notEqual((await C('tasks', 'rm', 'r2')).code, 0, 'r2 has no task any more');
     assert.equal((await C('containers', 'rm', 'r1', 'r2')).code, 0);
