@@ -31,14 +31,14 @@ export const contentGrpcPlugin = definePlugin<Record<string, never>, GrpcPlugin>
   async init(ctx) {
     const store = await ctx.service(ContentServiceRef);
     const { ContentService } = await import('../../../api/gen/services/content/v1/content.js');
-    const { writeHandler, fastWriteService } = await import('./write.js');
+    const { writeHandler } = await import('./write.js');
     const log = ctx.log;
     const failedValidation = (digest: string) => {
       if (digestProblem(digest)) throw new RemoteError(Code.INVALID_ARGUMENT, `${JSON.stringify(digest)} failed validation`);
     };
     return {
       grpcServices: () => [
-        implement(fastWriteService(ContentService), {
+        implement(ContentService, {
           info: async (req, c) => {
             failedValidation(req.digest);
             return { info: infoToGrpc(await store.info(c, req.digest)) };

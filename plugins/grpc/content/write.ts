@@ -15,21 +15,12 @@ import type * as grpc from '@grpc/grpc-js';
 import type { ContentStore, ContentWriter } from '../../../core/content/content.js';
 import { Code, DataLossError, isNotFound, messageOf, OutOfRangeError, RemoteError } from '../../../core/errdefs/errdefs.js';
 import type { Logger } from '../../../core/log/logger.js';
-import type { CallContext, DuplexHandler, MethodDef, ServiceDef } from '../../../core/server/grpc-adapter.js';
+import type { CallContext, DuplexHandler } from '../../../core/server/grpc-adapter.js';
+import type { WriteContentRequest } from '../../../api/gen/services/content/v1/content.js';
 
 const STAT = 0;
 const WRITE = 1;
 const COMMIT = 2;
-
-export interface WriteRequest {
-  action: number;
-  ref: string;
-  total: number;
-  expected: string;
-  offset: number;
-  data: Buffer;
-  labels: Record<string, string>;
-}
 
 interface WriteResponse {
   action: number;
@@ -38,86 +29,6 @@ interface WriteResponse {
   offset: number;
   total: number;
   digest: string;
-}
-
-// ---------------------------------------------------------------- zero-copy request decoding
-
-class Reader {
-  pos = 0;
-  constructor(readonly buf: Buffer) {}
-
-  varint(): number {
-    let result = 0;
-    let mul = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.buf.length) throw new Error('truncated varint');
-      const b = this.buf[this.pos++]!;
-      result += (b & 0x7f) * mul;
-      mul *= 128;
-      // A 10-byte varint is a negative two's-complement int64.
-      if ((b & 0x80) === 0) return i === 9 ? result - 2 ** 64 : result;
-    }
-    throw new Error('varint too long');
-  }
-
-  bytes(): Buffer {
-    const n = this.varint();
-    const end = this.pos + n;
-    if (end > this.buf.length) throw new Error('truncated field');
-    const out = this.buf.subarray(this.pos, end);
-    this.pos = end;
-    return out;
-  }
-
-  skip(wireType: number): void {
-    switch (wireType) {
-      case 0: this.varint(); return;
-      case 1: this.pos += 8; return;
-      case 2: this.pos += this.varint(); return;
-      case 5: this.pos += 4; return;
-      default: throw new Error(`unsupported wire type ${wireType}`);
-    }
-  }
-}
-
-/**
- * Decodes a WriteContentRequest keeping `data` as a view of the received message instead of
- * a copy (the message buffer is fresh for every message, so the view stays valid).
- */
-export function decodeWriteRequest(buf: Buffer): WriteRequest {
-  const r = new Reader(buf);
-  const m: WriteRequest = { action: 0, ref: '', total: 0, expected: '', offset: 0, data: Buffer.alloc(0), labels: {} };
-  while (r.pos < buf.length) {
-    const tag = r.varint();
-    const field = Math.floor(tag / 8);
-    const wt = tag & 7;
-    if (field === 1 && wt === 0) m.action = r.varint();
-    else if (field === 2 && wt === 2) m.ref = r.bytes().toString('utf8');
-    else if (field === 3 && wt === 0) m.total = r.varint();
-    else if (field === 4 && wt === 2) m.expected = r.bytes().toString('utf8');
-    else if (field === 5 && wt === 0) m.offset = r.varint();
-    else if (field === 6 && wt === 2) m.data = r.bytes();
-    else if (field === 7 && wt === 2) {
-      const entry = new Reader(r.bytes());
-      let key = '';
-      let value = '';
-      while (entry.pos < entry.buf.length) {
-        const t = entry.varint();
-        if (t === 10) key = entry.bytes().toString('utf8');
-        else if (t === 18) value = entry.bytes().toString('utf8');
-        else entry.skip(t & 7);
-      }
-      m.labels[key] = value;
-    } else r.skip(wt);
-  }
-  return m;
-}
-
-/** The Content service definition with Write's request decoding replaced by the zero-copy one. */
-export function fastWriteService<D extends ServiceDef>(def: D): D {
-  const write = (def as Record<string, MethodDef>).write;
-  if (!write) return def;
-  return { ...def, write: { ...write, requestDeserialize: decodeWriteRequest } };
 }
 
 // ---------------------------------------------------------------- the session
@@ -140,7 +51,7 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
   return async (call, ctx: CallContext) => {
     // Not the default iterator: it destroys the stream once the client half-closes, and the
     // session still has a response to send then.
-    const requests = (call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<WriteRequest>);
+    const requests = (call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<WriteContentRequest>);
     const first = await requests.next();
     if (first.done) return;
     let req = first.value;
