@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, mkdtempSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -110,5 +111,29 @@ describe('prctl child subreaper (in a separate process)', () => {
     assert.equal(result.before, false);
     assert.equal(result.after, true);
     assert.equal(result.ppid, result.self);
+  });
+});
+
+describe('releasing clean file pages (in a separate process)', () => {
+  it('unmaps the resident file pages and the process keeps working on them', async () => {
+    // Out of process: the child drops its own code pages, then runs code that needs them back.
+    const mallocModule = join(repoRoot, 'core/sys/malloc.ts');
+    const script = `
+      import { readFileSync } from 'node:fs';
+      import { createHash } from 'node:crypto';
+      import { gzipSync, gunzipSync } from 'node:zlib';
+      import { releaseCleanFilePages } from ${JSON.stringify(mallocModule)};
+      const fileKb = () => Number(/^RssFile:\\s+(\\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))[1]);
+      const before = fileKb();
+      const released = releaseCleanFilePages(() => readFileSync('/proc/self/smaps', 'utf8'));
+      const after = fileKb();
+      const digest = createHash('sha256').update(gunzipSync(gzipSync(Buffer.from('berth')))).digest('hex');
+      console.log(JSON.stringify({ before, after, released, digest }));
+    `;
+    const { stdout } = await execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot });
+    const r = JSON.parse(stdout) as { before: number; after: number; released: number; digest: string };
+    assert.ok(r.released > 0, `released ${r.released} mappings`);
+    assert.ok(r.after < r.before / 2, `file-backed resident ${r.before} kB -> ${r.after} kB`);
+    assert.equal(r.digest, createHash('sha256').update('berth').digest('hex'));
   });
 });
