@@ -1,12 +1,14 @@
 /**
- * The one place where gRPC calls become service calls: reads the namespace and lease
- * headers into a RequestContext, runs the async handler, and maps thrown errdefs classes to
- * gRPC statuses. Methods a service does not implement answer UNIMPLEMENTED.
+ * The one place where gRPC calls become service calls: decodes requests with the generated
+ * codecs, reads the namespace and lease headers into a RequestContext, runs the async handler,
+ * encodes its responses and maps thrown errdefs classes to gRPC statuses. Methods a service
+ * does not implement answer UNIMPLEMENTED. The wire side of a call is grpc-call.ts.
  */
-import type * as grpc from '@grpc/grpc-js';
+import type { IncomingHttpHeaders } from 'node:http2';
 import { Code, codeOf, messageOf, NotImplementedError } from '../errdefs/errdefs.js';
 import { LEASE_HEADER, NAMESPACE_HEADER, type RequestContext } from '../namespaces/namespaces.js';
 import type { Logger } from '../log/logger.js';
+import { CallError, type CallStatus, type ServerCall } from './grpc-call.js';
 
 /** One method entry of a ts-proto grpc-js service definition. */
 export interface MethodDef {
@@ -26,7 +28,15 @@ export type ResponseOf<M extends MethodDef> = ReturnType<M['responseDeserialize'
 /** Context of a served call. */
 export interface CallContext extends RequestContext {
   signal: AbortSignal;
-  metadata: grpc.Metadata;
+  /** The request's HTTP/2 headers (gRPC metadata), names in lower case. */
+  headers: IncomingHttpHeaders;
+}
+
+/** A bidirectional call as its handler sees it: decoded requests in, responses out. */
+export interface DuplexCall<Req = any, Res = any> {
+  readonly requests: AsyncIterableIterator<Req>;
+  /** Sends one response; resolves when the connection can take more. */
+  send(res: Res): Promise<void>;
 }
 
 export type UnaryHandler<M extends MethodDef> = (req: RequestOf<M>, ctx: CallContext) => Promise<ResponseOf<M>>;
@@ -35,8 +45,8 @@ export type StreamHandler<M extends MethodDef> = (
   ctx: CallContext,
   send: (res: ResponseOf<M>) => Promise<void>,
 ) => Promise<void>;
-/** Bidirectional and client-streaming methods get the raw call (content Write). */
-export type DuplexHandler = (call: grpc.ServerDuplexStream<any, any>, ctx: CallContext) => Promise<void>;
+/** Bidirectional and client-streaming methods (content Write). */
+export type DuplexHandler = (call: DuplexCall, ctx: CallContext) => Promise<void>;
 
 export type Handlers<D extends ServiceDef> = {
   [K in keyof D]?: D[K]['requestStream'] extends true
@@ -46,22 +56,19 @@ export type Handlers<D extends ServiceDef> = {
       : UnaryHandler<D[K]>;
 };
 
+/** Serves one call of a method. */
+export type ServeFn = (call: ServerCall) => void;
+
 /** A service ready to add to the gRPC server. */
 export interface GrpcServiceBinding {
   definition: ServiceDef;
-  implementation: grpc.UntypedServiceImplementation;
+  /** Its methods by full path (`/package.Service/Method`). */
+  methods: ReadonlyMap<string, ServeFn>;
 }
 
-function first(md: grpc.Metadata, key: string): string | undefined {
-  const v = md.get(key)[0];
-  return v === undefined ? undefined : String(v);
-}
-
-/** The parts of any served call the context needs. */
-interface SurfaceCall {
-  readonly metadata: grpc.Metadata;
-  readonly cancelled: boolean;
-  once(event: 'cancelled', listener: () => void): unknown;
+function header(headers: IncomingHttpHeaders, key: string): string | undefined {
+  const v = headers[key];
+  return Array.isArray(v) ? v[0] : v;
 }
 
 /** A served call's context and the hook the adapter calls once the handler has settled. */
@@ -73,24 +80,20 @@ interface ServedContext {
 /**
  * The context of a served call. Its abort signal is made only when a handler asks for it:
  * an AbortController, its listener and (on abort) a DOMException per call are measurable on
- * short unary calls, and grpc-js reports every stream close as 'cancelled', including the
- * normal end of a call, so a signal is aborted only while its handler is still running.
+ * short unary calls; a signal is aborted only while its handler is still running.
  */
-function contextOf(call: SurfaceCall): ServedContext {
+function contextOf(call: ServerCall): ServedContext {
   let ac: AbortController | undefined;
   let running = true;
   const ctx: CallContext = {
-    namespace: first(call.metadata, NAMESPACE_HEADER),
-    lease: first(call.metadata, LEASE_HEADER),
-    metadata: call.metadata,
+    namespace: header(call.headers, NAMESPACE_HEADER),
+    lease: header(call.headers, LEASE_HEADER),
+    headers: call.headers,
     get signal(): AbortSignal {
       if (!ac) {
         const c = new AbortController();
         ac = c;
-        if (running) {
-          if (call.cancelled) c.abort();
-          else call.once('cancelled', () => { if (running) c.abort(); });
-        }
+        if (running) call.onCancel(() => { if (running) c.abort(); });
       }
       return ac.signal;
     },
@@ -113,83 +116,91 @@ export function boundedStatusMessage(message: string): string {
   return `${message.slice(0, head)}…[${message.length - head - tail} characters cut]…${message.slice(-tail)}`;
 }
 
-/** Turns a thrown value into a gRPC status object. */
-export function toGrpcError(err: unknown): grpc.ServiceError {
+/** The status a thrown value ends its call with. */
+export function statusOf(err: unknown): CallStatus {
+  if (err instanceof CallError) return { code: err.code, message: boundedStatusMessage(err.message) };
   const code = codeOf(err);
-  const message = boundedStatusMessage(messageOf(err));
-  const e = new Error(message) as grpc.ServiceError;
-  e.code = code === Code.OK ? Code.UNKNOWN : code;
-  e.details = message;
-  return e;
+  return { code: code === Code.OK ? Code.UNKNOWN : code, message: boundedStatusMessage(messageOf(err)) };
 }
 
-async function waitDrain(call: grpc.ServerWritableStream<any, any>): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const done = () => { call.off('drain', done); call.off('close', done); call.off('error', reject); resolve(); };
-    call.once('drain', done);
-    call.once('close', done);
-    call.once('error', reject);
-  });
+const OK: CallStatus = { code: Code.OK, message: '' };
+
+function decoder(method: MethodDef): (b: Buffer) => unknown {
+  return (b) => {
+    try {
+      return method.requestDeserialize(b);
+    } catch (err) {
+      throw new CallError(Code.INTERNAL, `Error deserializing request: ${messageOf(err)}`);
+    }
+  };
+}
+
+function encoder(method: MethodDef): (res: unknown) => Buffer {
+  return (res) => {
+    try {
+      return method.responseSerialize(res);
+    } catch (err) {
+      throw new CallError(Code.INTERNAL, `Error serializing response: ${messageOf(err)}`);
+    }
+  };
+}
+
+/** Decoded view of a call's request stream. */
+function decodedRequests(call: ServerCall, decode: (b: Buffer) => unknown): AsyncIterableIterator<unknown> {
+  const raw = call.messages();
+  const it: AsyncIterableIterator<unknown> = {
+    next: async () => {
+      const r = await raw.next();
+      return r.done ? r : { value: decode(r.value), done: false };
+    },
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
 }
 
 /**
- * Builds the grpc-js implementation of `def` from async handlers. `log` gets one debug line
- * per call with its method, namespace and duration.
+ * Binds async handlers to the methods of `def`. `log` gets one debug line per call with its
+ * method, namespace and duration.
  */
 export function implement<D extends ServiceDef>(def: D, handlers: Handlers<D>, log?: Logger): GrpcServiceBinding {
-  const implementation: grpc.UntypedServiceImplementation = {};
+  const methods = new Map<string, ServeFn>();
   for (const [name, method] of Object.entries(def)) {
     const handler = (handlers as Record<string, unknown>)[name] as ((...args: any[]) => Promise<any>) | undefined;
-    const trace = (ctx: CallContext, started: number, err?: unknown) => {
-      if (log?.debugEnabled) {
-        log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(performance.now() - started).toFixed(2), error: err ? messageOf(err) : undefined });
-      }
-    };
-    if (method.requestStream) {
-      implementation[name] = ((call: grpc.ServerDuplexStream<any, any>) => {
-        const { ctx, settled } = contextOf(call);
-        const started = performance.now();
-        if (!handler) {
-          call.emit('error', toGrpcError(new NotImplementedError(`${method.path}`)));
-          return;
-        }
-        handler(call, ctx).then(
-          () => { settled(); trace(ctx, started); call.end(); },
-          (err) => { settled(); trace(ctx, started, err); call.emit('error', toGrpcError(err)); },
-        );
-      }) as grpc.UntypedHandleCall;
-    } else if (method.responseStream) {
-      implementation[name] = ((call: grpc.ServerWritableStream<any, any>) => {
-        const { ctx, settled } = contextOf(call);
-        const started = performance.now();
-        if (!handler) {
-          call.emit('error', toGrpcError(new NotImplementedError(`${method.path}`)));
-          return;
-        }
-        const send = async (res: unknown) => {
-          if (!call.write(res)) await waitDrain(call);
-        };
-        handler(call.request, ctx, send).then(
-          () => { settled(); trace(ctx, started); call.end(); },
-          (err) => { settled(); trace(ctx, started, err); call.emit('error', toGrpcError(err)); },
-        );
-      }) as grpc.UntypedHandleCall;
-    } else {
-      implementation[name] = ((call: grpc.ServerUnaryCall<any, any>, callback: grpc.sendUnaryData<any>) => {
-        const { ctx, settled } = contextOf(call);
-        const started = performance.now();
-        if (!handler) {
-          callback(toGrpcError(new NotImplementedError(`${method.path}`)));
-          return;
-        }
-        handler(call.request, ctx).then(
-          (res) => { settled(); trace(ctx, started); callback(null, res); },
-          (err) => { settled(); trace(ctx, started, err); callback(toGrpcError(err)); },
-        );
-      }) as grpc.UntypedHandleCall;
-    }
+    const decode = decoder(method);
+    const encode = encoder(method);
+    const run: (call: ServerCall, ctx: CallContext) => Promise<void> = !handler
+      ? async () => { throw new NotImplementedError(method.path); }
+      : method.requestStream
+        ? (call, ctx) => handler({ requests: decodedRequests(call, decode), send: (res: unknown) => call.send(encode(res)) } satisfies DuplexCall, ctx)
+        : method.responseStream
+          ? async (call, ctx) => {
+            const req = decode(await call.single());
+            await handler(req, ctx, (res: unknown) => call.send(encode(res)));
+          }
+          : async (call, ctx) => {
+            const req = decode(await call.single());
+            const res = await handler(req, ctx);
+            await call.send(encode(res));
+          };
+    methods.set(method.path, (call) => {
+      const { ctx, settled } = contextOf(call);
+      const started = performance.now();
+      run(call, ctx).then(
+        () => {
+          settled();
+          if (log?.debugEnabled) log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(performance.now() - started).toFixed(2) });
+          call.finish(OK);
+        },
+        (err: unknown) => {
+          settled();
+          const status = statusOf(err);
+          if (log?.debugEnabled) log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(performance.now() - started).toFixed(2), error: status.message });
+          call.finish(status);
+        },
+      );
+    });
   }
-  return { definition: def, implementation };
+  return { definition: def, methods };
 }
 
 /** A plugin instance that serves gRPC services (io.containerd.grpc.v1 plugins). */

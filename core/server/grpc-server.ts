@@ -1,12 +1,14 @@
 /**
- * The daemon's gRPC listener on a unix socket. Services come from plugin instances that
- * expose grpcServices(); the server starts only after the whole plugin graph has booted.
+ * The daemon's gRPC listener on a unix socket: an HTTP/2 server whose streams become calls
+ * (grpc-call.ts) of the methods that plugin instances expose through grpcServices(). The
+ * server starts only after the whole plugin graph has booted.
  */
-import * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
-import type * as http2 from 'node:http2';
+import * as http2 from 'node:http2';
+import { Code } from '../errdefs/errdefs.js';
 import type { Logger } from '../log/logger.js';
-import type { GrpcServiceBinding } from './grpc-adapter.js';
+import type { GrpcServiceBinding, ServeFn } from './grpc-adapter.js';
+import { ServerCall, type CallLimits } from './grpc-call.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
 export interface GrpcListenOptions {
@@ -29,74 +31,75 @@ export interface RunningServer {
  * HTTP/2 receive windows the server grants. With the protocol's default 64 KiB, a client
  * uploading 1 MiB messages (Content.Write: ctr sends one and waits for its response) stalls
  * for some sixteen WINDOW_UPDATE round trips per message. Windows are credit, not buffers:
- * grpc-js reads a call's messages as the handler asks for them.
+ * a call stops reading while its handler has messages waiting (grpc-call.ts).
  */
 export const STREAM_WINDOW = 16 << 20;
 export const CONNECTION_WINDOW = 64 << 20;
 
-/** The grpc-js Server fields the window setup reaches (not part of its typed API). */
-interface ServerInternals {
-  commonServerOptions?: http2.ServerOptions;
-  http2Servers?: Map<http2.Http2Server, unknown>;
-}
-
-/**
- * grpc-js has no option for the server's flow-control windows, so set them where it builds
- * its HTTP/2 servers: the initial stream window goes into the SETTINGS every session starts
- * with (before bind), the connection window is raised as each session opens (after bind).
- * Best effort: if grpc-js's internals change, calls work with the default windows.
- */
-function advertiseWindows(server: grpc.Server): boolean {
-  const common = (server as unknown as ServerInternals).commonServerOptions;
-  if (!common || typeof common !== 'object') return false;
-  common.settings = { ...common.settings, initialWindowSize: STREAM_WINDOW };
-  return true;
-}
-
-function widenConnectionWindows(server: grpc.Server, log: Logger): void {
-  const servers = (server as unknown as ServerInternals).http2Servers;
-  if (!(servers instanceof Map)) return;
-  for (const h2 of servers.keys()) {
-    h2.on('session', (session: http2.ServerHttp2Session) => {
-      try {
-        session.setLocalWindowSize(CONNECTION_WINDOW);
-      } catch (err) {
-        log.debug('could not widen the connection window', { error: String(err) });
-      }
-    });
-  }
-}
-
 export async function listenGrpc(opts: GrpcListenOptions): Promise<RunningServer> {
   const path = socketPath(opts.address);
   await prepareSocketPath(path);
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': opts.maxRecvMessageSize,
-    'grpc.max_send_message_length': opts.maxSendMessageSize,
-    // Call and message counters for channelz, which berthd does not serve: per-call work
-    // (and a Date per message) for nothing.
-    'grpc.enable_channelz': 0,
-  });
-  if (!advertiseWindows(server)) opts.log.debug('grpc-js internals changed: serving with default HTTP/2 windows');
+  const methods = new Map<string, ServeFn>();
   const seen = new Set<string>();
   for (const s of opts.services) {
     const name = Object.values(s.definition)[0]?.path.split('/')[1] ?? '?';
     if (seen.has(name)) { opts.log.warn('service registered twice; keeping the first', { service: name }); continue; }
     seen.add(name);
-    server.addService(s.definition as unknown as grpc.ServiceDefinition, s.implementation);
+    for (const [p, serve] of s.methods) methods.set(p, serve);
   }
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  );
-  widenConnectionWindows(server, opts.log);
+  const limits: CallLimits = { maxRecvMessageSize: opts.maxRecvMessageSize, maxSendMessageSize: opts.maxSendMessageSize };
+  const server = http2.createServer({
+    settings: { initialWindowSize: STREAM_WINDOW },
+    // In MiB. Node's default (10) refuses new streams once a session buffers more than that,
+    // which wide windows allow by design; the windows themselves bound what a client can send.
+    maxSessionMemory: 1 << 20,
+  });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('close', () => sessions.delete(session));
+    session.on('error', (err) => opts.log.debug('gRPC connection error', { error: String(err) }));
+    try {
+      session.setLocalWindowSize(CONNECTION_WINDOW);
+    } catch (err) {
+      opts.log.debug('could not widen the connection window', { error: String(err) });
+    }
+  });
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => undefined);
+    if (headers[':method'] !== 'POST') {
+      stream.respond({ ':status': 405 }, { endStream: true });
+      return;
+    }
+    const contentType = headers['content-type'];
+    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
+      stream.respond({ ':status': 415 }, { endStream: true });
+      return;
+    }
+    const call = new ServerCall(stream, headers, limits);
+    const path = headers[':path'] ?? '';
+    const serve = methods.get(path);
+    if (serve) serve(call);
+    else call.finish({ code: Code.UNIMPLEMENTED, message: `unknown method ${path}` });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => opts.log.error('gRPC server error', { error: String(err) }));
   secureSocket(path, opts.uid, opts.gid);
   return {
     address: path,
     close: async (graceMs = 2000) => {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, graceMs);
-        server.tryShutdown(() => { clearTimeout(timer); resolve(); });
-      });
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // GOAWAY to every client: in-flight calls finish, new ones go elsewhere.
+      for (const s of sessions) s.close();
+      const timer = setTimeout(() => { for (const s of sessions) s.destroy(); }, graceMs);
+      await closed;
+      clearTimeout(timer);
       rmSync(path, { force: true });
     },
   };

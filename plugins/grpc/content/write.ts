@@ -11,11 +11,10 @@
  *  - when the session ends without an error (after COMMIT, or when the client half-closes)
  *    the last response is sent once more, as the 1.6 server's deferred send does.
  */
-import type * as grpc from '@grpc/grpc-js';
 import type { ContentStore, ContentWriter } from '../../../core/content/content.js';
 import { Code, DataLossError, isNotFound, messageOf, OutOfRangeError, RemoteError } from '../../../core/errdefs/errdefs.js';
 import type { Logger } from '../../../core/log/logger.js';
-import type { CallContext, DuplexHandler } from '../../../core/server/grpc-adapter.js';
+import type { CallContext, DuplexCall, DuplexHandler } from '../../../core/server/grpc-adapter.js';
 import type { WriteContentRequest } from '../../../api/gen/services/content/v1/content.js';
 
 const STAT = 0;
@@ -33,25 +32,13 @@ interface WriteResponse {
 
 // ---------------------------------------------------------------- the session
 
-function sendOn(call: grpc.ServerDuplexStream<unknown, unknown>, msg: WriteResponse): Promise<void> {
-  // Each response is a snapshot: the session keeps mutating its message.
-  if (call.write({ ...msg })) return Promise.resolve();
-  return new Promise<void>((resolve, reject) => {
-    const done = () => { call.off('drain', done); call.off('close', done); call.off('error', fail); resolve(); };
-    const fail = (e: Error) => { call.off('drain', done); call.off('close', done); reject(e); };
-    call.once('drain', done);
-    call.once('close', done);
-    call.once('error', fail);
-  });
-}
-
 export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
   // The server grants wide HTTP/2 windows (core/server/grpc-server.ts), so a 1 MiB message
   // arrives without waiting for window updates.
-  return async (call, ctx: CallContext) => {
-    // Not the default iterator: it destroys the stream once the client half-closes, and the
-    // session still has a response to send then.
-    const requests = (call.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<WriteContentRequest>);
+  return async (call: DuplexCall<WriteContentRequest, WriteResponse>, ctx: CallContext) => {
+    const requests = call.requests;
+    // Each response is a snapshot: the session keeps mutating its message.
+    const send = () => call.send({ ...msg });
     const first = await requests.next();
     if (first.done) return;
     let req = first.value;
@@ -108,7 +95,7 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
           }
           msg.digest = w.digest();
         }
-        await sendOn(call, msg);
+        await send();
         if (req.action === COMMIT) break;
         const next = await requests.next();
         if (next.done) break;
@@ -117,6 +104,6 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
     } finally {
       await w.close().catch(() => undefined);
     }
-    await sendOn(call, msg);
+    await send();
   };
 }
