@@ -52,7 +52,7 @@ function withLabels(labels: Record<string, string> | undefined): SnapshotOptions
   return labels && Object.keys(labels).length > 0 ? { labels } : undefined;
 }
 
-/** The Snapshots gRPC service over `sn`, ready for listenGrpc (or any grpc-js server via its parts). */
+/** The Snapshots gRPC service over `sn`, ready for listenGrpc. */
 export function snapshotsService(sn: Snapshotter, log?: Logger): GrpcServiceBinding {
   return implement(SnapshotsService, {
     prepare: async (req, ctx) => ({ mounts: wireMounts(await sn.prepare(ctx, req.key, req.parent, withLabels(req.labels))) }),
