@@ -224,11 +224,16 @@ export class ServerCall {
 
   /** Sends one response message; resolves when the stream can take more. */
   send(message: Buffer): Promise<void> {
-    if (this.finished || this.stream.destroyed) return Promise.resolve();
+    if (this.finished || this.stream.destroyed || this.stream.closed) return Promise.resolve();
     if (message.length > this.limits.maxSendMessageSize) {
-      throw new CallError(Code.RESOURCE_EXHAUSTED, `Sent message larger than max (${message.length} vs. ${this.limits.maxSendMessageSize})`);
+      return Promise.reject(new CallError(Code.RESOURCE_EXHAUSTED, `Sent message larger than max (${message.length} vs. ${this.limits.maxSendMessageSize})`));
     }
-    this.sendHeaders();
+    try {
+      this.sendHeaders();
+    } catch {
+      // Reset meanwhile: the 'close' event cancels the call.
+      return Promise.resolve();
+    }
     const frame = Buffer.allocUnsafe(PREFIX + message.length);
     frame[0] = 0;
     frame.writeUInt32BE(message.length, 1);
@@ -259,21 +264,31 @@ export class ServerCall {
       this.stream.on('data', () => undefined);
       this.stream.resume();
     }
-    if (!this.headersSent) {
-      // Trailers-only: the status travels in the response headers.
-      this.headersSent = true;
-      this.stream.respond({ ...responseHeaders(), ...trailers }, { endStream: true });
-      return;
+    // The stream can still be reset by the client at any point: nothing here may throw into
+    // the handler's settlement.
+    try {
+      if (!this.headersSent) {
+        // Trailers-only: the status travels in the response headers.
+        this.headersSent = true;
+        this.stream.respond({ ...responseHeaders(), ...trailers }, { endStream: true });
+        return;
+      }
+      this.trailers = trailers;
+      this.stream.end();
+    } catch {
+      this.stream.destroy();
     }
-    this.trailers = trailers;
-    this.stream.end();
   }
 
   private sendHeaders(): void {
     if (this.headersSent) return;
     this.headersSent = true;
     this.stream.once('wantTrailers', () => {
-      this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(Code.OK), 'grpc-message': '' });
+      try {
+        this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(Code.OK), 'grpc-message': '' });
+      } catch {
+        this.stream.destroy();
+      }
     });
     this.stream.respond(responseHeaders(), { waitForTrailers: true });
   }

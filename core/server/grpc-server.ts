@@ -67,15 +67,16 @@ export async function listenGrpc(opts: GrpcListenOptions): Promise<RunningServer
   });
   server.on('stream', (stream, headers) => {
     stream.on('error', () => undefined);
-    if (headers[':method'] !== 'POST') {
-      stream.respond({ ':status': 405 }, { endStream: true });
-      return;
-    }
+    const refuse = (status: number) => {
+      try {
+        stream.respond({ ':status': status }, { endStream: true });
+      } catch {
+        stream.destroy();
+      }
+    };
+    if (headers[':method'] !== 'POST') return refuse(405);
     const contentType = headers['content-type'];
-    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
-      stream.respond({ ':status': 415 }, { endStream: true });
-      return;
-    }
+    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) return refuse(415);
     const call = new ServerCall(stream, headers, limits);
     const path = headers[':path'] ?? '';
     const serve = methods.get(path);

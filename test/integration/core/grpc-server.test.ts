@@ -38,6 +38,7 @@ before(async () => {
     implement(VersionService, {
       version: async (_req, ctx) => {
         namespaces.push(ctx.namespace);
+        if (ctx.namespace === 'slow') await new Promise((resolve) => setTimeout(resolve, 150));
         if (versionError) throw versionError;
         return { version: 'v-test', revision: 'r' };
       },
@@ -104,6 +105,16 @@ describe('gRPC server', () => {
     await assert.rejects(unary(raw, Buffer.from([0xff, 0xff, 0xff])), (e: grpc.ServiceError) => e.code === grpc.status.INTERNAL && /Error deserializing request/.test(e.details));
     await assert.rejects(unary(raw, Buffer.alloc((1 << 20) + 1)), { code: grpc.status.RESOURCE_EXHAUSTED });
     assert.equal((await unary(VersionService.version, {})).version, 'v-test', 'the server goes on');
+  });
+
+  it('survives clients that go away before the answer', async () => {
+    const md = new grpc.Metadata();
+    md.set('containerd-namespace', 'slow');
+    await assert.rejects(unary(VersionService.version, {}, md, { deadline: Date.now() + 30 }), { code: grpc.status.DEADLINE_EXCEEDED });
+    const call = client.makeUnaryRequest(VersionService.version.path, VersionService.version.requestSerialize, VersionService.version.responseDeserialize, {}, md, () => undefined);
+    setTimeout(() => call.cancel(), 20);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.equal((await unary(VersionService.version, {})).version, 'v-test');
   });
 
   it('streams server responses to the end', async () => {
