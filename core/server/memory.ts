@@ -11,7 +11,8 @@
  * (V8's heap, caches) does not trigger it again. The same moment unmaps the clean file pages
  * (the node binary's code and data, shared libraries) that start-up or the burst touched; the
  * ones still in use come back as minor faults. The first quiet moment after start counts as
- * the end of a burst: start-up itself maps ~40 MiB of the node binary.
+ * the end of a burst: start-up itself maps ~40 MiB of the node binary. File pages that work
+ * brings back are let go again at most every `releaseEveryMs`.
  */
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
@@ -38,23 +39,58 @@ export interface TrimmerOptions {
   intervalMs?: number;
   /** Growth over the baseline that makes a trim worth its cost (about a millisecond). */
   growthBytes?: number;
+  /** Shortest time between two releases of file pages that are not part of a trim (ms). */
+  releaseEveryMs?: number;
 }
+
+/** Resident file-backed bytes of this process (0 where /proc is unavailable). */
+function residentFileBytes(): number {
+  try {
+    const m = /^RssFile:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+const releaseFilePages = () => releaseCleanFilePages(() => readFileSync('/proc/self/smaps', 'utf8'));
 
 export function startMemoryTrimmer(opts: TrimmerOptions): void {
   const growth = opts.growthBytes ?? 4 << 20;
-  // 0: the first settled sample after start-up trims.
+  const releaseEvery = opts.releaseEveryMs ?? 10_000;
+  // The size after the last trim, file pages still mapped: what the process needs. 0 makes the
+  // first settled sample after start-up trim.
   let baseline = 0;
   let previous = process.memoryUsage.rss();
+  // File pages resident right after the last release, and when that was.
+  let releasedFiles = 0;
+  let releasedAt = 0;
+  const release = () => {
+    releaseFilePages();
+    releasedFiles = residentFileBytes();
+    releasedAt = performance.now();
+  };
   const timer = setInterval(() => {
     const rss = process.memoryUsage.rss();
     const settled = rss <= previous + (1 << 20);
     previous = rss;
-    if (rss < baseline) baseline = rss;
-    if (!settled || rss - baseline < growth) return;
-    collectGarbage();
-    trimMalloc();
-    releaseCleanFilePages(() => readFileSync('/proc/self/smaps', 'utf8'));
-    baseline = previous = process.memoryUsage.rss();
+    if (!settled) return;
+    if (rss - baseline >= growth) {
+      collectGarbage();
+      trimMalloc();
+      // Measured before the file pages go: the ones in use fault back in with the next
+      // requests, and that must not count as growth (it would trim again every other second).
+      baseline = process.memoryUsage.rss();
+      release();
+      previous = process.memoryUsage.rss();
+      return;
+    }
+    // Code paths that ran since (each request faults some back in) are let go now and then,
+    // not every quiet second: faulting them in again costs a few milliseconds.
+    if (performance.now() - releasedAt >= releaseEvery && residentFileBytes() - releasedFiles >= growth) {
+      release();
+      previous = process.memoryUsage.rss();
+    }
   }, opts.intervalMs ?? 1000);
   timer.unref();
   opts.signal.addEventListener('abort', () => clearInterval(timer), { once: true });
