@@ -32,6 +32,7 @@ export const contentPlugin = definePlugin<LocalContentConfig, ContentStore>({
       log: ctx.log,
       staleIngestAgeMs: parseDuration(ctx.config.stale_ingest_age, 'stale_ingest_age'),
     });
+    await store.removeIngestDebris();
     store.startJanitor(ctx.signal);
     ctx.meta.exports.root = ctx.root;
     return store;

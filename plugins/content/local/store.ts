@@ -422,6 +422,35 @@ export class LocalContentStore implements ContentStore {
     return removed;
   }
 
+  /**
+   * Removes ingest directories without a `ref` file: debris of a writer stopped (a crash, a
+   * kill) between creating the directory and recording its ref. Nothing can resume them, and
+   * no writer of this process can be creating one yet, so call it before serving.
+   */
+  async removeIngestDebris(): Promise<number> {
+    let names: string[];
+    try {
+      names = await readdir(join(this.root, 'ingest'));
+    } catch (err) {
+      if (isMissing(err)) return 0;
+      throw err;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const path = join(this.root, 'ingest', name);
+      try {
+        await lstat(join(path, 'ref'));
+        continue;
+      } catch (err) {
+        if (!isMissing(err)) continue;
+      }
+      await rm(path, { recursive: true, force: true });
+      this.log.info('removed an ingest left without its ref', { path });
+      removed++;
+    }
+    return removed;
+  }
+
   /** Runs removeStaleIngests periodically until `signal` aborts. */
   startJanitor(signal: AbortSignal): void {
     const every = Math.max(1000, Math.min(this.staleIngestAgeMs / 4, 60 * 60 * 1000));

@@ -6,7 +6,7 @@
 import { test, describe, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalContentStore } from '../../../../plugins/content/local/store.js';
@@ -215,5 +215,19 @@ describe('local content store', () => {
     assert.deepEqual((await s.ingestRefs()).sort(), ['active', 'fresh', 'kept']);
     await active.close();
     assert.equal(readdirSync(join(dir, 'ingest')).length, 3);
+  });
+
+  test('ingest directories without a ref (a writer killed while creating one) are removed before serving', async () => {
+    const s = await LocalContentStore.open(dir);
+    const w = await s.writer(ctx, { ref: 'resumable' });
+    await w.write(Buffer.from('kept across restarts'));
+    await w.close();
+    const debris = join(dir, 'ingest', 'f'.repeat(64));
+    mkdirSync(debris);
+    writeFileSync(join(debris, 'data'), 'half');
+    mkdirSync(join(dir, 'ingest', 'e'.repeat(64)));
+    assert.equal(await s.removeIngestDebris(), 2);
+    assert.deepEqual(await s.ingestRefs(), ['resumable']);
+    assert.equal((await s.status(ctx, 'resumable')).offset, 'kept across restarts'.length);
   });
 });
