@@ -125,22 +125,13 @@ export function statusOf(err: unknown): CallStatus {
 
 const OK: CallStatus = { code: Code.OK, message: '' };
 
-function decoder(method: MethodDef): (b: Buffer) => unknown {
-  return (b) => {
+/** `fn` with whatever it throws turned into an INTERNAL status whose message starts with `what`. */
+function internalOnThrow<A, R>(what: string, fn: (a: A) => R): (a: A) => R {
+  return (a) => {
     try {
-      return method.requestDeserialize(b);
+      return fn(a);
     } catch (err) {
-      throw new CallError(Code.INTERNAL, `Error deserializing request: ${messageOf(err)}`);
-    }
-  };
-}
-
-function encoder(method: MethodDef): (res: unknown) => Buffer {
-  return (res) => {
-    try {
-      return method.responseSerialize(res);
-    } catch (err) {
-      throw new CallError(Code.INTERNAL, `Error serializing response: ${messageOf(err)}`);
+      throw new CallError(Code.INTERNAL, `${what}: ${messageOf(err)}`);
     }
   };
 }
@@ -166,8 +157,8 @@ export function implement<D extends ServiceDef>(def: D, handlers: Handlers<D>, l
   const methods = new Map<string, ServeFn>();
   for (const [name, method] of Object.entries(def)) {
     const handler = (handlers as Record<string, unknown>)[name] as ((...args: any[]) => Promise<any>) | undefined;
-    const decode = decoder(method);
-    const encode = encoder(method);
+    const decode = internalOnThrow('Error deserializing request', (b: Buffer) => method.requestDeserialize(b));
+    const encode = internalOnThrow('Error serializing response', (res: unknown) => method.responseSerialize(res));
     const run: (call: ServerCall, ctx: CallContext) => Promise<void> = !handler
       ? async () => { throw new NotImplementedError(method.path); }
       : method.requestStream
