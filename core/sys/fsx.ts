@@ -11,6 +11,7 @@
  */
 import { createRequire } from 'node:module';
 import { syscallError } from './errno.js';
+import { LIBC_CANDIDATES } from './syscalls.js';
 
 type Koffi = typeof import('koffi');
 type Fn = (...args: unknown[]) => number;
@@ -24,7 +25,6 @@ interface FsxLib {
   lremovexattr: Fn;
 }
 
-const LIBC_NAMES = ['libc.so.6', `libc.musl-${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}.so.1`];
 
 let lib: FsxLib | undefined;
 
@@ -34,7 +34,7 @@ function libc(): FsxLib {
   const koffi = createRequire(import.meta.url)('koffi') as Koffi;
   let handle: ReturnType<Koffi['load']> | undefined;
   let lastErr: unknown;
-  for (const name of LIBC_NAMES) {
+  for (const name of LIBC_CANDIDATES) {
     try {
       handle = koffi.load(name);
       break;

@@ -10,7 +10,7 @@
  * passes refs of the form `<namespace>/<seq>/<client ref>`.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, constants as C, open as openCb } from 'node:fs';
+import { createReadStream, constants as C } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -24,6 +24,7 @@ import {
   OutOfRangeError,
   isNotFound,
 } from '../../../core/errdefs/errdefs.js';
+import { openFd } from '../../../core/sys/fd.js';
 import { parseFilters } from '../../../core/filters/filters.js';
 import type { RequestContext } from '../../../core/namespaces/namespaces.js';
 import { silentLogger, type Logger } from '../../../core/log/logger.js';
@@ -91,10 +92,6 @@ class SmallBlobCache {
 const readableOf = (data: Buffer): Readable => Readable.from(data.length ? [data] : [], { objectMode: false });
 
 const isMissing = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
-
-function openFd(path: string, flags: number, mode: number): Promise<number> {
-  return new Promise((resolve, reject) => openCb(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
 
 export class LocalContentStore implements ContentStore {
   readonly log: Logger;

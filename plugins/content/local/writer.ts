@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import type { ContentWriter, IngestStatus } from '../../../core/content/content.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError } from '../../../core/errdefs/errdefs.js';
+import { closeFd, fstatFd, fsyncFd, ftruncateFd, writeAllAt } from '../../../core/sys/fd.js';
 import type { Logger } from '../../../core/log/logger.js';
 import { unlock } from './locks.js';
 import { writeTimestampFile } from './files.js';
@@ -30,26 +31,6 @@ export interface WriterState {
   log: Logger;
 }
 
-/** Writes all of `data` at `position`, looping over short writes. */
-function writeAt(fd: number, data: Uint8Array, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let done = 0;
-    const step = () => {
-      fs.write(fd, data, done, data.length - done, position + done, (err, n) => {
-        if (err) return reject(err);
-        done += n;
-        if (done >= data.length) return resolve();
-        step();
-      });
-    };
-    step();
-  });
-}
-
-const fsyncFd = (fd: number) => new Promise<void>((res, rej) => fs.fsync(fd, (e) => (e ? rej(e) : res())));
-const closeFd = (fd: number) => new Promise<void>((res, rej) => fs.close(fd, (e) => (e ? rej(e) : res())));
-const fstatFd = (fd: number) => new Promise<fs.Stats>((res, rej) => fs.fstat(fd, (e, st) => (e ? rej(e) : res(st))));
-const ftruncateFd = (fd: number) => new Promise<void>((res, rej) => fs.ftruncate(fd, 0, (e) => (e ? rej(e) : res())));
 
 export class LocalWriter implements ContentWriter {
   private fd: number | undefined;
@@ -84,7 +65,7 @@ export class LocalWriter implements ContentWriter {
     if (data.length === 0) return;
     const position = this.offset;
     // The kernel copies the bytes on the thread pool while the hash runs here.
-    const written = writeAt(fd, data, position);
+    const written = writeAllAt(fd, data, position);
     this.hash.update(data);
     this.offset += data.length;
     this.updatedAt = new Date();

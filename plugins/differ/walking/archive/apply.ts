@@ -54,6 +54,7 @@ import type { Readable } from 'node:stream';
 import { posix as path } from 'node:path';
 import type { ReadEntry } from 'tar';
 import { InvalidArgumentError, NotFoundError } from '../../../../core/errdefs/errdefs.js';
+import { closeFd, fchmodFd, fchownFd, futimesFd, openFd, writeAllAt } from '../../../../core/sys/fd.js';
 import * as fsx from '../../../../core/sys/fsx.js';
 import { createLayerParser, entryXattrs } from './tarstream.js';
 
@@ -955,7 +956,7 @@ class Applier {
     const task = async () => {
       const fd = await openFd(abs, CREATE_FLAGS, 0o600);
       try {
-        if (size > 0) await pwriteAll(fd, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), 0);
+        if (size > 0) await writeAllAt(fd, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), 0);
         await this.finishFile(fd, abs, e, atime, mtime);
       } finally {
         await closeFd(fd);
@@ -982,7 +983,7 @@ class Applier {
         const pos = position;
         position += chunk.length;
         this.inflightBytes += chunk.length;
-        const w = pwriteAll(fd, chunk, pos);
+        const w = writeAllAt(fd, chunk, pos);
         writes.push(w);
         w.then(
           () => this.written(chunk.length),
@@ -1016,10 +1017,10 @@ class Applier {
 
   /** Owner, xattrs, mode, times - containerd's order (chown would clear setuid and capabilities). */
   async finishFile(fd: number, abs: string, e: ReadEntry, atime: Date, mtime: Date): Promise<void> {
-    await fchown(fd, e.uid ?? 0, e.gid ?? 0).catch((err) => this.ownerRefused(err));
+    await fchownFd(fd, e.uid ?? 0, e.gid ?? 0).catch((err) => this.ownerRefused(err));
     this.applyXattrs(abs, e, true);
-    await fchmod(fd, (e.mode ?? 0) & 0o7777);
-    await futimes(fd, atime, mtime);
+    await fchmodFd(fd, (e.mode ?? 0) & 0o7777);
+    await futimesFd(fd, atime, mtime);
   }
 
   written(n: number): void {
@@ -1185,43 +1186,4 @@ class Applier {
       );
     }
   }
-}
-
-// -----------------------------------------------------------------------------------------
-// Promise wrappers over the callback fs API (cheaper per call than fs/promises FileHandles).
-
-function openFd(p: string, flags: number, mode: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(p, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function closeFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-function fchown(fd: number, uid: number, gid: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fchown(fd, uid, gid, (err) => (err ? reject(err) : resolve())));
-}
-
-function fchmod(fd: number, mode: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fchmod(fd, mode, (err) => (err ? reject(err) : resolve())));
-}
-
-function futimes(fd: number, atime: Date, mtime: Date): Promise<void> {
-  return new Promise((resolve, reject) => fs.futimes(fd, atime, mtime, (err) => (err ? reject(err) : resolve())));
-}
-
-function pwriteAll(fd: number, buf: Buffer, position: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const step = (off: number) => {
-      fs.write(fd, buf, off, buf.length - off, position + off, (err, n) => {
-        if (err) return reject(err);
-        if (off + n < buf.length) {
-          if (n === 0) return reject(Object.assign(new Error('short write'), { code: 'EIO' }));
-          return step(off + n);
-        }
-        resolve();
-      });
-    };
-    step(0);
-  });
 }
