@@ -1,10 +1,23 @@
 /**
  * Fixtures shared by the integration tests: a busybox root filesystem built from the host's
- * busybox-static (for `ctr run --rootfs`), and polling for a condition with a deadline.
+ * busybox-static (for `ctr run --rootfs`), a busybox image archive, and polling for a
+ * condition with a deadline.
  */
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The name the busybox image archive carries (what `ctr images import` tags). */
+export const BUSYBOX = 'docker.io/library/busybox:latest';
+
+/** Writes an OCI archive of the busybox image to `out` (scripts/make-image.mjs). */
+export function makeBusyboxArchive(out: string): string {
+  const script = resolve(dirname(fileURLToPath(import.meta.url)), '../../scripts/make-image.mjs');
+  execFileSync(process.execPath, [script, '--out', out, '--name', BUSYBOX]);
+  return out;
+}
 
 export const BUSYBOX_APPLETS = ['sh', 'echo', 'true', 'false', 'sleep', 'cat', 'hostname', 'ls', 'id', 'env'];
 

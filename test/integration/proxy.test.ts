@@ -10,11 +10,12 @@
 //     content gRPC server in this process.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BERTH, BERTHD, QUIET_GC, REPO, berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { BERTH, BERTHD, QUIET_GC, berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { BUSYBOX, makeBusyboxArchive } from '../helpers/fixtures.js';
 import type { ContentStore } from '../../core/content/content.js';
 import { silentLogger } from '../../core/log/logger.js';
 import type { InitContext } from '../../core/plugin/types.js';
@@ -25,7 +26,6 @@ import { startRegistry } from './client/remotes/helpers.js';
 import { btrfsFixture } from './plugins/snapshotter/btrfs-fixture.js';
 import { contentGrpcPlugin } from '../../plugins/grpc/content/plugin.js';
 
-const BUSYBOX = 'docker.io/library/busybox:latest';
 const esc = (s: string) => s.replace(/[/.\-[\]()*+?^$|{}\\]/g, '\\$&');
 
 let work: string;
@@ -34,7 +34,7 @@ let busyboxArchive: string;
 before(() => {
   work = mkdtempSync(join(tmpdir(), 'berth-proxy-it-'));
   busyboxArchive = join(work, 'busybox.oci.tar');
-  execFileSync(process.execPath, [join(REPO, 'scripts/make-image.mjs'), '--out', busyboxArchive, '--name', BUSYBOX]);
+  makeBusyboxArchive(busyboxArchive);
 });
 after(() => rmSync(work, { recursive: true, force: true }));
 

@@ -20,7 +20,8 @@ import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readlinkSync
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BERTH, berth, ctr, REPO, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { BERTH, berth, ctr, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
 import { checkConsistency, forceGc, mountsUnder, prng, settledConsistency, shimPids, sleep, waitFor } from '../../helpers/reliability.js';
 import { startRegistry, startServer, type RunningRegistry } from '../client/remotes/helpers.js';
 import { baseLayer, buildImage, ociArchive, pushFixture, type TarSpec } from '../../unit/client/images/fixtures.js';
@@ -34,14 +35,13 @@ import { ImagesDefinition } from '../../../api/gen/services/images/v1/images.js'
 import { ContentClient } from '../../../client/images/content.js';
 import { VersionDefinition } from '../../../api/gen/services/version/v1/version.js';
 
-const BUSYBOX = 'docker.io/library/busybox:latest';
 let work: string;
 let busybox: string;
 
 before(() => {
   work = mkdtempSync(join(tmpdir(), 'berth-faults-'));
   busybox = join(work, 'busybox.oci.tar');
-  execFileSync(process.execPath, [join(REPO, 'scripts/make-image.mjs'), '--out', busybox, '--name', BUSYBOX]);
+  makeBusyboxArchive(busybox);
 });
 after(() => rmSync(work, { recursive: true, force: true }));
 

@@ -18,7 +18,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { berth, ctr, REPO, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { berth, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
 import { listeningSockets, mountsUnder, settledConsistency, waitFor } from '../../helpers/reliability.js';
 import { buildImage, ociArchive, baseLayer, type TarSpec } from '../../unit/client/images/fixtures.js';
 import { snapshotTree } from '../../unit/plugins/differ/walking/archive/helpers.js';
@@ -33,7 +34,6 @@ import { ContentClient } from '../../../client/images/content.js';
 import { Code } from '../../../core/errdefs/errdefs.js';
 
 const GROUP = 'berthreltest';
-const BUSYBOX = 'docker.io/library/busybox:latest';
 const MARKER = `berth-sec-${process.pid}`;
 const BAD_IDS = ['..', '../x', `../../../../../../tmp/${MARKER}`, 'a/b', '/abs', 'a\0b', '\0', 'x'.repeat(1000), '.hidden', 'a..b', ''];
 
@@ -79,7 +79,7 @@ describe('security', { timeout: 180_000 }, () => {
     mkdirSync(join(outside, 'dir'));
     writeFileSync(join(outside, 'dir', 'big'), Buffer.alloc(1 << 20, 1));
     archive = join(parent, 'busybox.oci.tar');
-    execFileSync(process.execPath, [join(REPO, 'scripts/make-image.mjs'), '--out', archive, '--name', BUSYBOX]);
+    makeBusyboxArchive(archive);
   });
   after(async () => {
     await ctr(d.address, ['tasks', 'kill', '-s', 'SIGKILL', 'sec1'], { namespace: 'sec' }).catch(() => undefined);

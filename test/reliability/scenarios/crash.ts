@@ -11,11 +11,11 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { berth, ctr, REPO, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { berth, ctr, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
 import {
   checkConsistency, forceGc, prng, settledConsistency, shimPids, sleep, waitFor, type ConsistencyReport,
 } from '../../helpers/reliability.js';
@@ -35,7 +35,6 @@ export interface CrashOptions {
   seed: number;
 }
 
-const BUSYBOX = 'docker.io/library/busybox:latest';
 
 /** What one kill did, for the report in docs/RELIABILITY.md. */
 interface KillRecord {
@@ -93,7 +92,7 @@ export function crashSuite(o: CrashOptions): { records: KillRecord[] } {
     before(async () => {
       work = mkdtempSync(join(tmpdir(), 'berth-crash-'));
       archive = join(work, 'busybox.oci.tar');
-      execFileSync(process.execPath, [join(REPO, 'scripts/make-image.mjs'), '--out', archive, '--name', BUSYBOX]);
+      makeBusyboxArchive(archive);
       reg = await startRegistry();
       ref = await pushFixture(reg.host, 'crash/pull', 'v1', crashImage(prng(o.seed ^ 0x5eed)));
     });

@@ -8,11 +8,11 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { berth, ctr, REPO, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { berth, ctr, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
+import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
 import {
   forceGc, listeningSockets, mountsUnder, procStats, resourceDump, settledConsistency, shimPids, sleep, waitFor, type ResourceDump,
 } from '../../helpers/reliability.js';
@@ -29,7 +29,6 @@ export interface LoadOptions {
   pullers: number;
 }
 
-const BUSYBOX = 'docker.io/library/busybox:latest';
 
 interface Sample {
   at: string;
@@ -52,7 +51,7 @@ export function loadSuite(o: LoadOptions): void {
     before(async () => {
       work = mkdtempSync(join(tmpdir(), 'berth-load-'));
       const archive = join(work, 'busybox.oci.tar');
-      execFileSync(process.execPath, [join(REPO, 'scripts/make-image.mjs'), '--out', archive, '--name', BUSYBOX]);
+      makeBusyboxArchive(archive);
       [d, reg] = await Promise.all([startDaemon(), startRegistry()]);
       ref = await pushFixture(reg.host, 'load/img', 'v1', buildImage([baseLayer(), [{ path: 'payload', data: Buffer.alloc(512 << 10, 7) }]]));
       const r = await ctr(d.address, ['images', 'import', archive], { namespace: 'load' });
