@@ -383,21 +383,23 @@ export class LocalContentStore implements ContentStore {
     return { offset: st.offset, total: st.total, startedAt: st.startedAt, updatedAt: st.updatedAt, hash };
   }
 
+  /** Paths of the entries under ingest/ (none when the directory does not exist yet). */
+  private async ingestDirs(): Promise<string[]> {
+    try {
+      return (await readdir(join(this.root, 'ingest'))).map((name) => join(this.root, 'ingest', name));
+    } catch (err) {
+      if (isMissing(err)) return [];
+      throw err;
+    }
+  }
+
   /**
    * Removes ingests nobody is writing to whose last write is older than the stale age and
    * that `keepIngest` does not claim. Returns the refs removed.
    */
   async removeStaleIngests(now = Date.now()): Promise<string[]> {
     const removed: string[] = [];
-    let names: string[];
-    try {
-      names = await readdir(join(this.root, 'ingest'));
-    } catch (err) {
-      if (isMissing(err)) return removed;
-      throw err;
-    }
-    for (const name of names) {
-      const path = join(this.root, 'ingest', name);
+    for (const path of await this.ingestDirs()) {
       let st: IngestStatus;
       try {
         st = await this.statusAt(path);
@@ -425,16 +427,8 @@ export class LocalContentStore implements ContentStore {
    * no writer of this process can be creating one yet, so call it before serving.
    */
   async removeIngestDebris(): Promise<number> {
-    let names: string[];
-    try {
-      names = await readdir(join(this.root, 'ingest'));
-    } catch (err) {
-      if (isMissing(err)) return 0;
-      throw err;
-    }
     let removed = 0;
-    for (const name of names) {
-      const path = join(this.root, 'ingest', name);
+    for (const path of await this.ingestDirs()) {
       try {
         await lstat(join(path, 'ref'));
         continue;
