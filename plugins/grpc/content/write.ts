@@ -15,27 +15,16 @@ import type { ContentStore, ContentWriter } from '../../../core/content/content.
 import { Code, DataLossError, isNotFound, messageOf, OutOfRangeError, RemoteError } from '../../../core/errdefs/errdefs.js';
 import type { Logger } from '../../../core/log/logger.js';
 import type { CallContext, DuplexCall, DuplexHandler } from '../../../core/server/grpc-adapter.js';
-import type { WriteContentRequest } from '../../../api/gen/services/content/v1/content.js';
+import { WriteAction, type WriteContentRequest, type WriteContentResponse } from '../../../api/gen/services/content/v1/content.js';
 
-const STAT = 0;
-const WRITE = 1;
-const COMMIT = 2;
-
-interface WriteResponse {
-  action: number;
-  startedAt: Date | undefined;
-  updatedAt: Date | undefined;
-  offset: number;
-  total: number;
-  digest: string;
-}
+const { STAT, WRITE, COMMIT } = WriteAction;
 
 // ---------------------------------------------------------------- the session
 
 export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
   // The server grants wide HTTP/2 windows (core/server/grpc-server.ts), so a 1 MiB message
   // arrives without waiting for window updates.
-  return async (call: DuplexCall<WriteContentRequest, WriteResponse>, ctx: CallContext) => {
+  return async (call: DuplexCall<WriteContentRequest, WriteContentResponse>, ctx: CallContext) => {
     const requests = call.requests;
     // Each response is a snapshot: the session keeps mutating its message.
     const send = () => call.send({ ...msg });
@@ -46,7 +35,7 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
     if (!ref) throw new RemoteError(Code.INVALID_ARGUMENT, 'first message must have a reference');
     let total = req.total;
     let expected = req.expected;
-    const msg: WriteResponse = { action: STAT, startedAt: undefined, updatedAt: undefined, offset: 0, total: 0, digest: '' };
+    const msg: WriteContentResponse = { action: STAT, startedAt: undefined, updatedAt: undefined, offset: 0, total: 0, digest: '' };
     const w: ContentWriter = await store.writer(ctx, { ref, total, expected });
     try {
       for (;;) {
