@@ -144,9 +144,9 @@ export class ServerCall {
   readonly headers: http2.IncomingHttpHeaders;
   private readonly reader: MessageReader;
   private readonly queue: Buffer[] = [];
-  private waiter: ((r: IteratorResult<Buffer>) => void) | undefined;
+  /** The reader waiting for the next request message, if any. */
+  private pull: { resolve: (r: IteratorResult<Buffer>) => void; reject: (err: CallError) => void } | undefined;
   private failure: CallError | undefined;
-  private failed: ((err: CallError) => void) | undefined;
   private requestEnded = false;
   private headersSent = false;
   private finished = false;
@@ -203,8 +203,7 @@ export class ServerCall {
         if (this.failure) return Promise.reject(this.failure);
         if (this.requestEnded || this.stream.destroyed) return Promise.resolve({ value: undefined, done: true });
         return new Promise<IteratorResult<Buffer>>((resolve, reject) => {
-          this.waiter = resolve;
-          this.failed = reject;
+          this.pull = { resolve, reject };
         });
       },
       [Symbol.asyncIterator]: () => it,
@@ -303,14 +302,10 @@ export class ServerCall {
       return;
     }
     for (const m of messages) {
-      const w = this.waiter;
-      if (w) {
-        this.waiter = undefined;
-        this.failed = undefined;
-        w({ value: m, done: false });
-      } else {
-        this.queue.push(m);
-      }
+      const pull = this.pull;
+      this.pull = undefined;
+      if (pull) pull.resolve({ value: m, done: false });
+      else this.queue.push(m);
     }
     // Back-pressure: stop reading (and so stop granting window) while messages pile up.
     if (this.queue.length >= 4) this.stream.pause();
@@ -318,10 +313,9 @@ export class ServerCall {
 
   private fail(err: CallError): void {
     this.failure = err;
-    const f = this.failed;
-    this.waiter = undefined;
-    this.failed = undefined;
-    if (f) f(err);
+    const pull = this.pull;
+    this.pull = undefined;
+    if (pull) pull.reject(err);
     else if (!this.queue.length) {
       // Nobody is reading the request (a unary handler already running): end the call here.
       this.finish({ code: err.code, message: err.message });
@@ -329,13 +323,14 @@ export class ServerCall {
   }
 
   private deliverEnd(): void {
-    const w = this.waiter;
-    if (!w || this.queue.length) return;
-    this.waiter = undefined;
-    this.failed = undefined;
-    if (this.failure) return;
-    w({ value: undefined, done: true });
+    // A failure never leaves a reader waiting (fail() rejects it), so a waiting reader here
+    // is owed the end of the stream.
+    const pull = this.pull;
+    if (!pull || this.queue.length) return;
+    this.pull = undefined;
+    pull.resolve({ value: undefined, done: true });
   }
+
 
   private cancel(): void {
     if (this.isCancelled) return;

@@ -66,8 +66,8 @@ export async function listenGrpc(opts: GrpcListenOptions): Promise<RunningServer
     }
   });
   server.on('stream', (stream, headers) => {
-    stream.on('error', () => undefined);
     const refuse = (status: number) => {
+      stream.on('error', () => undefined);
       try {
         stream.respond({ ':status': status }, { endStream: true });
       } catch {
