@@ -30,6 +30,8 @@ class Recording implements Snapshotter {
   calls: Call[] = [];
   /** Makes the next prepares answer ALREADY_EXISTS (a remote snapshotter that has the layer). */
   alreadyExists = false;
+  /** While set, Cleanup waits for this promise (a slow directory removal). */
+  cleanupGate?: Promise<void>;
   constructor(readonly inner: Snapshotter & { cleanup?: (ctx: RequestContext) => Promise<void> }) {}
   private log(op: string, ...args: unknown[]) { this.calls.push({ op, args }); }
   stat(ctx: RequestContext, key: string) { this.log('stat', key); return this.inner.stat(ctx, key); }
@@ -45,7 +47,7 @@ class Recording implements Snapshotter {
   commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions) { this.log('commit', name, key, opts?.labels); return this.inner.commit(ctx, name, key, opts); }
   remove(ctx: RequestContext, key: string) { this.log('remove', key); return this.inner.remove(ctx, key); }
   walk(ctx: RequestContext, fn: (i: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]) { this.log('walk', filters); return this.inner.walk(ctx, fn, filters); }
-  async cleanup(ctx: RequestContext) { this.log('cleanup'); await this.inner.cleanup?.(ctx); }
+  async cleanup(ctx: RequestContext) { this.log('cleanup'); await this.cleanupGate; await this.inner.cleanup?.(ctx); }
   close() { return this.inner.close(); }
   ops() { return this.calls.map((c) => c.op); }
 }
@@ -209,6 +211,28 @@ describe('metadata snapshotter', () => {
     await collect();
     assert.ok(!(await backendKeys()).includes(kept));
     assert.ok(readdirSync(join(overlayRoot, 'snapshots')).length < dirsBefore, 'cleanup removed the directories');
+  });
+
+  it('serves a Prepare while the backend Cleanup of a collection is still removing directories', async () => {
+    await sn.prepare(ctx, 'slow-gone', '');
+    await sn.remove(ctx, 'slow-gone');
+    let release!: () => void;
+    rec.cleanupGate = new Promise((r) => { release = r; });
+    try {
+      await md.collectGarbage();
+      // The collection's pruning is now parked in Cleanup; a Prepare must not queue behind it.
+      while (rec.ops().at(-1) !== 'cleanup') await new Promise((r) => setImmediate(r));
+      const outcome = await Promise.race([
+        sn.prepare(ctx, 'during-cleanup', '').then(() => 'prepared'),
+        new Promise((r) => setTimeout(r, 2000, 'blocked')),
+      ]);
+      assert.equal(outcome, 'prepared');
+    } finally {
+      release();
+      rec.cleanupGate = undefined;
+    }
+    await gc.idle();
+    await sn.remove(ctx, 'during-cleanup');
   });
 
   it('keeps snapshots referenced by a lease, a gc.ref label or a child', async () => {

@@ -352,7 +352,7 @@ export class MetadataSnapshotter implements Snapshotter {
    * Returns how many backend snapshots went.
    */
   async garbageCollect(): Promise<number> {
-    return this.lock.run(async () => {
+    const removedCount = await this.lock.run(async () => {
       const ctx: RequestContext = {};
       const seen = new Set(this.q.backendKeys.all(this.name).map((r) => r.backend_key));
       const infos = new Map<string, SnapshotInfo>();
@@ -383,15 +383,18 @@ export class MetadataSnapshotter implements Snapshotter {
         }
       };
       for (const root of roots) await prune(root);
-      if (isCleaner(this.backend)) {
-        try {
-          await this.backend.cleanup(ctx);
-        } catch (err) {
-          if (!isNotImplemented(err)) throw err;
-        }
-      }
       return removed;
     });
+    // Reclaiming space (deleting directories) runs outside the lock, as in containerd: a
+    // Prepare arriving meanwhile must not wait for a removed container's tree to go.
+    if (isCleaner(this.backend)) {
+      try {
+        await this.backend.cleanup({});
+      } catch (err) {
+        if (!isNotImplemented(err)) throw err;
+      }
+    }
+    return removedCount;
   }
 
   async close(): Promise<void> {
