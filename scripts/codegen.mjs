@@ -17,7 +17,6 @@ const tsProtoOptions = [
   'outputServices=grpc-js',
   'outputServices=generic-definitions',
   'esModuleInterop=true',
-  'forceLong=number',
   'useDate=true',
   'env=node',
   'importSuffix=.js',
@@ -40,11 +39,20 @@ template.plugins[0].out = staging;
 rmSync(staging, { recursive: true, force: true });
 mkdirSync(staging, { recursive: true });
 const templatePath = join(staging, '.buf.gen.json');
-writeFileSync(templatePath, JSON.stringify(template));
-execFileSync(bin('buf'), ['generate', '--template', templatePath], {
-  cwd: join(repo, 'api', 'proto'),
-  stdio: 'inherit',
-});
+// cgroup statistics are uint64 counters and limits that do reach 2^64 - 1 ("max"): those
+// messages get bigint fields; everything else keeps numbers.
+const runs = [
+  { forceLong: 'number', paths: ['--exclude-path', 'cgroups'] },
+  { forceLong: 'bigint', paths: ['--path', 'cgroups'] },
+];
+for (const run of runs) {
+  template.plugins[0].opt = [...tsProtoOptions, `forceLong=${run.forceLong}`];
+  writeFileSync(templatePath, JSON.stringify(template));
+  execFileSync(bin('buf'), ['generate', '--template', templatePath, ...run.paths], {
+    cwd: join(repo, 'api', 'proto'),
+    stdio: 'inherit',
+  });
+}
 rmSync(templatePath);
 stripClientConstructors(staging);
 const old = `${out}.old-${process.pid}`;

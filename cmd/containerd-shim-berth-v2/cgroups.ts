@@ -15,9 +15,9 @@ import type { Any } from '../../api/gen/google/protobuf/any.js';
 const CGROUP_ROOT = '/sys/fs/cgroup';
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 /** USER_HZ, the unit of cpuacct.stat. */
-const CLOCK_TICKS = 100;
-/** The largest double below 2^64: uint64 values beyond 2^53 lose precision as JS numbers anyway. */
-const U64_MAX_NUMBER = 18446744073709549568;
+const CLOCK_TICKS = 100n;
+/** The largest uint64: what containerd reports for an unlimited ("max") v2 limit. */
+const U64_MAX = (1n << 64n) - 1n;
 
 export type CgroupMode = 'unified' | 'legacy';
 
@@ -118,23 +118,28 @@ export function loadCgroup(pid: number): Cgroup | undefined {
 
 // ---- file readers ---------------------------------------------------------------------------
 
-export function parseUint(text: string): number {
+/** An event count as a number (OOM kills are compared, never anywhere near 2^53). */
+function asCount(value: bigint | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}
+
+/** A cgroup counter as a uint64; anything unreadable, negative or "max" is 0, as in containerd. */
+export function parseUint(text: string): bigint {
   const value = text.trim();
-  if (!value || value === 'max') return 0;
+  if (!value || value === 'max') return 0n;
   let big: bigint;
   try {
     big = BigInt(value);
   } catch {
-    return 0;
+    return 0n;
   }
-  if (big < 0n) return 0;
-  const n = Number(big);
-  return n > U64_MAX_NUMBER ? U64_MAX_NUMBER : n;
+  if (big < 0n) return 0n;
+  return big > U64_MAX ? U64_MAX : big;
 }
 
 /** "key value" lines (memory.stat, cpu.stat, cpuacct.stat, memory.events, oom_control). */
-export function parseKeyValues(text: string): Map<string, number> {
-  const values = new Map<string, number>();
+export function parseKeyValues(text: string): Map<string, bigint> {
+  const values = new Map<string, bigint>();
   for (const line of text.split('\n')) {
     const [key, value] = line.trim().split(/\s+/);
     if (key && value !== undefined) values.set(key, parseUint(value));
@@ -150,19 +155,19 @@ async function readText(path: string): Promise<string | undefined> {
   }
 }
 
-async function readUint(path: string): Promise<number | undefined> {
+async function readUint(path: string): Promise<bigint | undefined> {
   const text = await readText(path);
   return text === undefined ? undefined : parseUint(text);
 }
 
 /** A v2 limit file: "max" means unlimited, reported as the largest uint64 (as containerd does). */
-async function readLimit(path: string): Promise<number | undefined> {
+async function readLimit(path: string): Promise<bigint | undefined> {
   const text = await readText(path);
   if (text === undefined) return undefined;
-  return text.trim() === 'max' ? U64_MAX_NUMBER : parseUint(text);
+  return text.trim() === 'max' ? U64_MAX : parseUint(text);
 }
 
-async function readKeyValues(path: string): Promise<Map<string, number> | undefined> {
+async function readKeyValues(path: string): Promise<Map<string, bigint> | undefined> {
   const text = await readText(path);
   return text === undefined ? undefined : parseKeyValues(text);
 }
@@ -224,7 +229,7 @@ export function parseBlkio(text: string, resolveName: (major: number, minor: num
     const minor = Number(dev[2]);
     const op = fields.length >= 3 ? fields[1]! : '';
     const value = parseUint(fields[fields.length - 1] ?? '0');
-    entries.push({ op, device: resolveName(major, minor), major, minor, value });
+    entries.push({ op, device: resolveName(major, minor), major: BigInt(major), minor: BigInt(minor), value });
   }
   return entries;
 }
@@ -239,12 +244,12 @@ export class CgroupV1 implements Cgroup {
     return dir ? join(dir, name) : undefined;
   }
 
-  private async uint(controller: string, name: string): Promise<number | undefined> {
+  private async uint(controller: string, name: string): Promise<bigint | undefined> {
     const path = this.file(controller, name);
     return path ? readUint(path) : undefined;
   }
 
-  private async keyValues(controller: string, name: string): Promise<Map<string, number> | undefined> {
+  private async keyValues(controller: string, name: string): Promise<Map<string, bigint> | undefined> {
     const path = this.file(controller, name);
     return path ? readKeyValues(path) : undefined;
   }
@@ -253,7 +258,7 @@ export class CgroupV1 implements Cgroup {
     const path = this.file('memory', 'memory.oom_control');
     if (!path) return undefined;
     try {
-      return parseKeyValues(readFileSync(path, 'utf8')).get('oom_kill');
+      return asCount(parseKeyValues(readFileSync(path, 'utf8')).get('oom_kill'));
     } catch {
       return undefined;
     }
@@ -279,7 +284,7 @@ export class CgroupV1 implements Cgroup {
   private async pids(): Promise<v1.PidsStat | undefined> {
     const current = await this.uint('pids', 'pids.current');
     if (current === undefined) return undefined;
-    return { current, limit: (await this.uint('pids', 'pids.max')) ?? 0 };
+    return { current, limit: (await this.uint('pids', 'pids.max')) ?? 0n };
   }
 
   private async cpu(): Promise<v1.CPUStat | undefined> {
@@ -289,18 +294,18 @@ export class CgroupV1 implements Cgroup {
     const perCpuPath = this.file('cpuacct', 'cpuacct.usage_percpu');
     const perCpuText = perCpuPath ? await readText(perCpuPath) : undefined;
     const ticks = await this.keyValues('cpuacct', 'cpuacct.stat');
-    const toNanos = (t: number | undefined) => Math.round(((t ?? 0) * 1e9) / CLOCK_TICKS);
+    const toNanos = (t: bigint | undefined) => ((t ?? 0n) * 1_000_000_000n) / CLOCK_TICKS;
     return {
       usage: {
-        total: total ?? 0,
+        total: total ?? 0n,
         kernel: toNanos(ticks?.get('system')),
         user: toNanos(ticks?.get('user')),
         perCpu: (perCpuText ?? '').trim().split(/\s+/).filter(Boolean).map(parseUint),
       },
       throttling: {
-        periods: throttling?.get('nr_periods') ?? 0,
-        throttledPeriods: throttling?.get('nr_throttled') ?? 0,
-        throttledTime: throttling?.get('throttled_time') ?? 0,
+        periods: throttling?.get('nr_periods') ?? 0n,
+        throttledPeriods: throttling?.get('nr_throttled') ?? 0n,
+        throttledTime: throttling?.get('throttled_time') ?? 0n,
       },
     };
   }
@@ -313,15 +318,15 @@ export class CgroupV1 implements Cgroup {
       this.uint('memory', `${prefix}.limit_in_bytes`),
     ]);
     if (usage === undefined && limit === undefined) return undefined;
-    return { usage: usage ?? 0, max: max ?? 0, failcnt: failcnt ?? 0, limit: limit ?? 0 };
+    return { usage: usage ?? 0n, max: max ?? 0n, failcnt: failcnt ?? 0n, limit: limit ?? 0n };
   }
 
   private async memory(): Promise<v1.MemoryStat | undefined> {
     const raw = await this.keyValues('memory', 'memory.stat');
     if (!raw) return undefined;
     const stat = v1.MemoryStat.fromPartial({});
-    const record = stat as unknown as Record<string, number>;
-    for (const [key, field] of V1_MEMORY_STAT_KEYS) record[field] = raw.get(key) ?? 0;
+    const record = stat as unknown as Record<string, bigint>;
+    for (const [key, field] of V1_MEMORY_STAT_KEYS) record[field] = raw.get(key) ?? 0n;
     [stat.usage, stat.swap, stat.kernel, stat.kernelTcp] = await Promise.all([
       this.memoryEntry('memory'),
       this.memoryEntry('memory.memsw'),
@@ -335,9 +340,9 @@ export class CgroupV1 implements Cgroup {
     const values = await this.keyValues('memory', 'memory.oom_control');
     if (!values) return undefined;
     return {
-      oomKillDisable: values.get('oom_kill_disable') ?? 0,
-      underOom: values.get('under_oom') ?? 0,
-      oomKill: values.get('oom_kill') ?? 0,
+      oomKillDisable: values.get('oom_kill_disable') ?? 0n,
+      underOom: values.get('under_oom') ?? 0n,
+      oomKill: values.get('oom_kill') ?? 0n,
     };
   }
 
@@ -379,7 +384,7 @@ export function parseIoStat(text: string): v2.IOEntry[] {
     const [dev, ...pairs] = line.trim().split(/\s+/);
     const m = /^(\d+):(\d+)$/.exec(dev ?? '');
     if (!m) continue;
-    const entry: v2.IOEntry = { major: Number(m[1]), minor: Number(m[2]), rbytes: 0, wbytes: 0, rios: 0, wios: 0 };
+    const entry: v2.IOEntry = { major: BigInt(m[1]!), minor: BigInt(m[2]!), rbytes: 0n, wbytes: 0n, rios: 0n, wios: 0n };
     for (const pair of pairs) {
       const [key, value] = pair.split('=');
       if (key === 'rbytes' || key === 'wbytes' || key === 'rios' || key === 'wios') entry[key] = parseUint(value ?? '0');
@@ -396,7 +401,7 @@ export class CgroupV2 implements Cgroup {
 
   oomKills(): number | undefined {
     try {
-      return parseKeyValues(readFileSync(join(this.dir, 'memory.events'), 'utf8')).get('oom_kill');
+      return asCount(parseKeyValues(readFileSync(join(this.dir, 'memory.events'), 'utf8')).get('oom_kill'));
     } catch {
       return undefined;
     }
@@ -411,35 +416,35 @@ export class CgroupV2 implements Cgroup {
       readKeyValues(at('memory.events')),
     ]);
     const metrics = v2.Metrics.fromPartial({});
-    if (pidsCurrent !== undefined) metrics.pids = { current: pidsCurrent, limit: pidsMax ?? 0 };
+    if (pidsCurrent !== undefined) metrics.pids = { current: pidsCurrent, limit: pidsMax ?? 0n };
     if (cpu) {
       metrics.cpu = {
-        usageUsec: cpu.get('usage_usec') ?? 0,
-        userUsec: cpu.get('user_usec') ?? 0,
-        systemUsec: cpu.get('system_usec') ?? 0,
-        nrPeriods: cpu.get('nr_periods') ?? 0,
-        nrThrottled: cpu.get('nr_throttled') ?? 0,
-        throttledUsec: cpu.get('throttled_usec') ?? 0,
+        usageUsec: cpu.get('usage_usec') ?? 0n,
+        userUsec: cpu.get('user_usec') ?? 0n,
+        systemUsec: cpu.get('system_usec') ?? 0n,
+        nrPeriods: cpu.get('nr_periods') ?? 0n,
+        nrThrottled: cpu.get('nr_throttled') ?? 0n,
+        throttledUsec: cpu.get('throttled_usec') ?? 0n,
       };
     }
     if (memStat) {
       const memory = v2.MemoryStat.fromPartial({});
-      const record = memory as unknown as Record<string, number>;
-      for (const [key, field] of V2_MEMORY_STAT_KEYS) record[field] = memStat.get(key) ?? 0;
-      memory.usage = memCurrent ?? 0;
-      memory.usageLimit = memMax ?? 0;
-      memory.swapUsage = swapCurrent ?? 0;
-      memory.swapLimit = swapMax ?? 0;
+      const record = memory as unknown as Record<string, bigint>;
+      for (const [key, field] of V2_MEMORY_STAT_KEYS) record[field] = memStat.get(key) ?? 0n;
+      memory.usage = memCurrent ?? 0n;
+      memory.usageLimit = memMax ?? 0n;
+      memory.swapUsage = swapCurrent ?? 0n;
+      memory.swapLimit = swapMax ?? 0n;
       metrics.memory = memory;
     }
     if (io !== undefined) metrics.io = { usage: parseIoStat(io) };
     if (events) {
       metrics.memoryEvents = {
-        low: events.get('low') ?? 0,
-        high: events.get('high') ?? 0,
-        max: events.get('max') ?? 0,
-        oom: events.get('oom') ?? 0,
-        oomKill: events.get('oom_kill') ?? 0,
+        low: events.get('low') ?? 0n,
+        high: events.get('high') ?? 0n,
+        max: events.get('max') ?? 0n,
+        oom: events.get('oom') ?? 0n,
+        oomKill: events.get('oom_kill') ?? 0n,
       };
     }
     return metrics;

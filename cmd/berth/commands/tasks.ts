@@ -198,117 +198,70 @@ async function loadTaskTarget(svc: Services, id: string) {
   return container!;
 }
 
-/** Reads protobuf fields without losing uint64 precision (cgroup limits exceed 2^53). */
-export function wireFields(buf: Uint8Array): Map<number, (bigint | Uint8Array)[]> {
-  const out = new Map<number, (bigint | Uint8Array)[]>();
-  let pos = 0;
-  const varint = (): bigint => {
-    let result = 0n;
-    let shift = 0n;
-    for (;;) {
-      const b = buf[pos++]!;
-      result |= BigInt(b & 0x7f) << shift;
-      if (!(b & 0x80)) return result;
-      shift += 7n;
-    }
-  };
-  while (pos < buf.length) {
-    const key = Number(varint());
-    const field = key >>> 3;
-    let value: bigint | Uint8Array;
-    switch (key & 7) {
-      case 0: value = varint(); break;
-      case 1: value = buf.subarray(pos, pos + 8); pos += 8; break;
-      case 2: { const len = Number(varint()); value = buf.subarray(pos, pos + len); pos += len; break; }
-      case 5: value = buf.subarray(pos, pos + 4); pos += 4; break;
-      default: throw new Error(`unsupported wire type ${key & 7}`);
-    }
-    const list = out.get(field) ?? [];
-    list.push(value);
-    out.set(field, list);
-  }
-  return out;
+type CgroupsV1 = typeof import('../../../api/gen/cgroups/v1/metrics.js');
+type CgroupsV2 = typeof import('../../../api/gen/cgroups/v2/metrics.js');
+
+/** JSON as Go's encoder writes it: uint64 counters as plain numbers, every digit kept. */
+export function jsonWithBigints(value: unknown): string {
+  const marker = '\u0000big:';
+  const text = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${marker}${v}` : v), 2);
+  return text.replace(/"\\u0000big:(\d+)"/g, '$1');
 }
 
-const msgField = (m: Map<number, (bigint | Uint8Array)[]>, n: number) => {
-  const v = m.get(n)?.at(-1);
-  return v instanceof Uint8Array ? wireFields(v) : undefined;
-};
-const numField = (m: Map<number, (bigint | Uint8Array)[]> | undefined, n: number): bigint => {
-  const v = m?.get(n)?.at(-1);
-  return typeof v === 'bigint' ? v : 0n;
-};
-const packedField = (m: Map<number, (bigint | Uint8Array)[]> | undefined, n: number): bigint[] => {
-  const out: bigint[] = [];
-  for (const v of m?.get(n) ?? []) {
-    if (typeof v === 'bigint') out.push(v);
-    else {
-      let pos = 0;
-      while (pos < v.length) {
-        let r = 0n;
-        let shift = 0n;
-        for (;;) {
-          const b = v[pos++]!;
-          r |= BigInt(b & 0x7f) << shift;
-          if (!(b & 0x80)) break;
-          shift += 7n;
-        }
-        out.push(r);
-      }
-    }
-  }
-  return out;
-};
-
-function printMetrics(metric: { id: string; timestamp?: Date; data?: { typeUrl: string; value: Uint8Array } }, format: string, v1: any, v2: any): void {
+function printMetrics(metric: { id: string; timestamp?: Date; data?: { typeUrl: string; value: Uint8Array } }, format: string, v1: CgroupsV1, v2: CgroupsV2): void {
   const data = metric.data;
   const kind = data?.typeUrl === 'io.containerd.cgroups.v1.Metrics' ? 'v1' : data?.typeUrl === 'io.containerd.cgroups.v2.Metrics' ? 'v2' : undefined;
   if (!data || !kind) throw new Error('cannot convert metric data to cgroups.Metrics or windows.Statistics');
+  if (format !== 'json' && format !== 'table') throw new UsageError('format must be table or json');
+  let decoded: ReturnType<CgroupsV1['Metrics']['decode']> | ReturnType<CgroupsV2['Metrics']['decode']>;
+  try {
+    decoded = kind === 'v1' ? v1.Metrics.decode(data.value) : v2.Metrics.decode(data.value);
+  } catch (err) {
+    throw new Error(`cannot decode ${data.typeUrl}: ${(err as Error).message}`);
+  }
   if (format === 'json') {
-    let decoded: unknown;
-    try {
-      decoded = (kind === 'v1' ? v1 : v2).Metrics.decode(data.value);
-    } catch {
-      decoded = { raw: Buffer.from(data.value).toString('base64') };
-    }
-    process.stdout.write(`${JSON.stringify(decoded, null, 2)}\n`);
+    process.stdout.write(`${jsonWithBigints(decoded)}\n`);
     return;
   }
-  if (format !== 'table') throw new UsageError('format must be table or json');
-  const m = wireFields(data.value);
   let t = 'ID\tTIMESTAMP\t\n';
   t += `${metric.id}\t${goTimeString(metric.timestamp ?? new Date(0))}\t\n\n`;
   t += 'METRIC\tVALUE\t\n';
+  const row = (name: string, value: bigint | string) => { t += `${name}\t${value}\t\n`; };
+  const { pids } = decoded;
   if (kind === 'v1') {
-    const memory = msgField(m, 4);
-    if (memory) {
-      const usage = msgField(memory, 33);
-      t += `memory.usage_in_bytes\t${numField(usage, 2)}\t\n`;
-      t += `memory.limit_in_bytes\t${numField(usage, 1)}\t\n`;
-      t += `memory.stat.cache\t${numField(memory, 18)}\t\n`;
+    const m = decoded as ReturnType<CgroupsV1['Metrics']['decode']>;
+    if (m.memory) {
+      row('memory.usage_in_bytes', m.memory.usage?.usage ?? 0n);
+      row('memory.limit_in_bytes', m.memory.usage?.limit ?? 0n);
+      row('memory.stat.cache', m.memory.cache);
     }
-    const cpu = msgField(m, 3);
-    if (cpu) {
-      const usage = msgField(cpu, 1);
-      t += `cpuacct.usage\t${numField(usage, 1)}\t\n`;
-      t += `cpuacct.usage_percpu\t[${packedField(usage, 4).join(' ')}]\t\n`;
+    if (m.cpu) {
+      row('cpuacct.usage', m.cpu.usage?.total ?? 0n);
+      row('cpuacct.usage_percpu', `[${(m.cpu.usage?.perCpu ?? []).join(' ')}]`);
     }
-    const pids = msgField(m, 2);
-    if (pids) t += `pids.current\t${numField(pids, 1)}\t\npids.limit\t${numField(pids, 2)}\t\n`;
+    if (pids) {
+      row('pids.current', pids.current);
+      row('pids.limit', pids.limit);
+    }
   } else {
-    const pids = msgField(m, 1);
-    if (pids) t += `pids.current\t${numField(pids, 1)}\t\npids.limit\t${numField(pids, 2)}\t\n`;
-    const cpu = msgField(m, 2);
-    if (cpu) {
-      ['usage_usec', 'user_usec', 'system_usec', 'nr_periods', 'nr_throttled', 'throttled_usec'].forEach((k, i) => {
-        t += `cpu.${k}\t${numField(cpu, i + 1)}\t\n`;
-      });
+    const m = decoded as ReturnType<CgroupsV2['Metrics']['decode']>;
+    if (pids) {
+      row('pids.current', pids.current);
+      row('pids.limit', pids.limit);
     }
-    const memory = msgField(m, 4);
-    if (memory) {
-      ['usage', 'usage_limit', 'swap_usage', 'swap_limit'].forEach((k, i) => {
-        t += `memory.${k}\t${numField(memory, 32 + i)}\t\n`;
-      });
+    if (m.cpu) {
+      row('cpu.usage_usec', m.cpu.usageUsec);
+      row('cpu.user_usec', m.cpu.userUsec);
+      row('cpu.system_usec', m.cpu.systemUsec);
+      row('cpu.nr_periods', m.cpu.nrPeriods);
+      row('cpu.nr_throttled', m.cpu.nrThrottled);
+      row('cpu.throttled_usec', m.cpu.throttledUsec);
+    }
+    if (m.memory) {
+      row('memory.usage', m.memory.usage);
+      row('memory.usage_limit', m.memory.usageLimit);
+      row('memory.swap_usage', m.memory.swapUsage);
+      row('memory.swap_limit', m.memory.swapLimit);
     }
   }
   process.stdout.write(goTabwriter(t, 1, 4));

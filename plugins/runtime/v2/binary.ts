@@ -9,6 +9,7 @@ import { close, constants, openSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
+import { Any } from '../../../api/gen/google/protobuf/any.js';
 import { DeadlineExceededError, messageOf } from '../../../core/errdefs/errdefs.js';
 import type { AnyMessage } from '../../../core/events/exchange.js';
 import type { Logger } from '../../../core/log/logger.js';
@@ -43,23 +44,9 @@ function commonArgs(cfg: ShimBinaryConfig, namespace: string): string[] {
   return ['-namespace', namespace, '-address', cfg.address, '-publish-binary', cfg.executable];
 }
 
-/** Marshals a google.protobuf.Any (type_url = 1, value = 2) the way proto.Marshal does. */
-export function marshalAny(a: AnyMessage): Buffer {
-  const url = Buffer.from(a.typeUrl, 'utf8');
-  const value = Buffer.from(a.value.buffer, a.value.byteOffset, a.value.byteLength);
-  const parts: Buffer[] = [];
-  const varint = (n: number) => {
-    const out: number[] = [];
-    while (n > 0x7f) {
-      out.push((n & 0x7f) | 0x80);
-      n = Math.floor(n / 128);
-    }
-    out.push(n);
-    return Buffer.from(out);
-  };
-  if (url.length) parts.push(Buffer.from([0x0a]), varint(url.length), url);
-  if (value.length) parts.push(Buffer.from([0x12]), varint(value.length), value);
-  return Buffer.concat(parts);
+/** The runtime options as the shim reads them from stdin: a marshalled google.protobuf.Any. */
+function marshalOptions(a: AnyMessage): Buffer {
+  return Buffer.from(Any.encode({ typeUrl: a.typeUrl, value: Buffer.from(a.value.buffer, a.value.byteOffset, a.value.byteLength) }).finish());
 }
 
 interface RunResult {
@@ -158,7 +145,7 @@ export async function startShim(cfg: ShimBinaryConfig, bundle: Bundle, options: 
     r = await run(cfg.runtime, args, {
       cwd: bundle.path,
       env: shimEnv(cfg),
-      stdin: options ? marshalAny(options) : undefined,
+      stdin: options ? marshalOptions(options) : undefined,
       combined: true,
     });
   } catch (err) {

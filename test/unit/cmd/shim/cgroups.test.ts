@@ -32,21 +32,22 @@ test('cgroup v1 mounts from mountinfo', () => {
 });
 
 test('numbers: "max", huge values, key/value files', () => {
-  assert.equal(parseUint('max\n'), 0);
-  assert.equal(parseUint('9223372036854771712\n'), 9223372036854771712);
-  assert.equal(parseUint('18446744073709551615'), 18446744073709549568);
-  assert.equal(parseUint('junk'), 0);
-  assert.deepEqual([...parseKeyValues('cache 10\nrss 20\n\n')], [['cache', 10], ['rss', 20]]);
+  assert.equal(parseUint('max\n'), 0n);
+  assert.equal(parseUint('9223372036854771712\n'), 9223372036854771712n);
+  assert.equal(parseUint('18446744073709551615'), 18446744073709551615n);
+  assert.equal(parseUint('18446744073709551616'), 18446744073709551615n);
+  assert.equal(parseUint('junk'), 0n);
+  assert.deepEqual([...parseKeyValues('cache 10\nrss 20\n\n')], [['cache', 10n], ['rss', 20n]]);
 });
 
 test('blkio and io.stat lines', () => {
   const entries = parseBlkio('8:0 Read 100\n8:0 Write 5\n8:16 7\nTotal 105\n', () => '/dev/x');
   assert.deepEqual(entries, [
-    { op: 'Read', device: '/dev/x', major: 8, minor: 0, value: 100 },
-    { op: 'Write', device: '/dev/x', major: 8, minor: 0, value: 5 },
-    { op: '', device: '/dev/x', major: 8, minor: 16, value: 7 },
+    { op: 'Read', device: '/dev/x', major: 8n, minor: 0n, value: 100n },
+    { op: 'Write', device: '/dev/x', major: 8n, minor: 0n, value: 5n },
+    { op: '', device: '/dev/x', major: 8n, minor: 16n, value: 7n },
   ]);
-  assert.deepEqual(parseIoStat('8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=9\n'), [{ major: 8, minor: 0, rbytes: 1, wbytes: 2, rios: 3, wios: 4 }]);
+  assert.deepEqual(parseIoStat('8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=9\n'), [{ major: 8n, minor: 0n, rbytes: 1n, wbytes: 2n, rios: 3n, wios: 4n }]);
 });
 
 function tree(files: Record<string, string>): string {
@@ -75,15 +76,15 @@ test('v1 metrics from controller files', async () => {
   });
   const cg = new CgroupV1(new Map(['pids', 'cpuacct', 'cpu', 'memory'].map((c) => [c, join(root, c)])));
   const m = await cg.metrics();
-  assert.deepEqual(m.pids, { current: 3, limit: 0 });
-  assert.deepEqual(m.cpu?.usage, { total: 5000, kernel: 10_000_000, user: 20_000_000, perCpu: [2000, 3000] });
-  assert.deepEqual(m.cpu?.throttling, { periods: 4, throttledPeriods: 1, throttledTime: 9 });
-  assert.equal(m.memory?.cache, 11);
-  assert.equal(m.memory?.totalRss, 33);
-  assert.equal(m.memory?.hierarchicalMemoryLimit, 9223372036854771712);
-  assert.deepEqual(m.memory?.usage, { usage: 4096, max: 8192, failcnt: 0, limit: 9223372036854771712 });
+  assert.deepEqual(m.pids, { current: 3n, limit: 0n });
+  assert.deepEqual(m.cpu?.usage, { total: 5000n, kernel: 10_000_000n, user: 20_000_000n, perCpu: [2000n, 3000n] });
+  assert.deepEqual(m.cpu?.throttling, { periods: 4n, throttledPeriods: 1n, throttledTime: 9n });
+  assert.equal(m.memory?.cache, 11n);
+  assert.equal(m.memory?.totalRss, 33n);
+  assert.equal(m.memory?.hierarchicalMemoryLimit, 9223372036854771712n);
+  assert.deepEqual(m.memory?.usage, { usage: 4096n, max: 8192n, failcnt: 0n, limit: 9223372036854771712n });
   assert.equal(m.memory?.swap, undefined);
-  assert.equal(m.memoryOomControl?.oomKill, 2);
+  assert.equal(m.memoryOomControl?.oomKill, 2n);
   assert.equal(cg.oomKills(), 2);
   const any = await cg.stats();
   assert.equal(any.typeUrl, 'io.containerd.cgroups.v1.Metrics');
@@ -95,7 +96,7 @@ test('v1 metrics from controller files', async () => {
     if (field === 2) pids = PidsStat.decode(reader.bytes());
     else reader.skip(wire);
   }
-  assert.deepEqual(pids, { current: 3, limit: 0 });
+  assert.deepEqual(pids, { current: 3n, limit: 0n });
 });
 
 test('v2 metrics from the unified hierarchy', async () => {
@@ -113,10 +114,17 @@ test('v2 metrics from the unified hierarchy', async () => {
   const any = await cg.stats();
   assert.equal(any.typeUrl, 'io.containerd.cgroups.v2.Metrics');
   const m = MetricsV2.decode(any.value);
-  assert.deepEqual(m.pids, { current: 2, limit: 100 });
-  assert.equal(m.cpu?.usageUsec, 10);
-  assert.deepEqual([m.memory?.anon, m.memory?.file, m.memory?.pgfault, m.memory?.usage, m.memory?.usageLimit], [100, 200, 7, 300, 1000]);
-  assert.equal(m.memoryEvents?.oomKill, 1);
-  assert.deepEqual(m.io?.usage, [{ major: 8, minor: 0, rbytes: 1, wbytes: 2, rios: 3, wios: 4 }]);
+  assert.deepEqual(m.pids, { current: 2n, limit: 100n });
+  assert.equal(m.cpu?.usageUsec, 10n);
+  assert.deepEqual([m.memory?.anon, m.memory?.file, m.memory?.pgfault, m.memory?.usage, m.memory?.usageLimit], [100n, 200n, 7n, 300n, 1000n]);
+  assert.equal(m.memoryEvents?.oomKill, 1n);
+  assert.deepEqual(m.io?.usage, [{ major: 8n, minor: 0n, rbytes: 1n, wbytes: 2n, rios: 3n, wios: 4n }]);
   assert.equal(cg.oomKills(), 1);
+});
+
+test('an unlimited v2 limit is the largest uint64, exactly', async () => {
+  const root = tree({ 'pids.current': '1\n', 'pids.max': 'max\n', 'memory.stat': 'anon 1\n', 'memory.max': 'max\n' });
+  const m = MetricsV2.decode((await new CgroupV2(root).stats()).value);
+  assert.equal(m.pids?.limit, 18446744073709551615n);
+  assert.equal(m.memory?.usageLimit, 18446744073709551615n);
 });

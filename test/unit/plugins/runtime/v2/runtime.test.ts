@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { lookPath, RuntimeResolver, shimBinaryName } from '../../../../../plugins/runtime/v2/resolve.js';
 import { bundleFor, deleteBundle, newBundle, remappedGid } from '../../../../../plugins/runtime/v2/bundle.js';
-import { deleteShim, marshalAny, startShim, type ShimBinaryConfig } from '../../../../../plugins/runtime/v2/binary.js';
+import { deleteShim, startShim, type ShimBinaryConfig } from '../../../../../plugins/runtime/v2/binary.js';
 import { hostPlatform, parsePlatform } from '../../../../../plugins/runtime/v2/plugin.js';
 import { Any } from '../../../../../api/gen/google/protobuf/any.js';
 import { DeleteResponse } from '../../../../../api/gen/runtime/v2/task/shim.js';
@@ -105,15 +105,6 @@ test('bundle: a stale work dir is replaced; user-namespace specs chown the bundl
   }
 });
 
-test('marshalAny matches the protobuf Any encoding', () => {
-  const a = { typeUrl: 'containerd.runc.v1.Options', value: Buffer.from([8, 1, 0x32, 3, 0x61, 0x62, 0x63]) };
-  assert.deepEqual(marshalAny(a), Buffer.from(Any.encode(a).finish()));
-  const empty = { typeUrl: 'containerd.runc.v1.Options', value: Buffer.alloc(0) };
-  assert.deepEqual(marshalAny(empty), Buffer.from(Any.encode(empty).finish()));
-  const big = { typeUrl: 'x', value: Buffer.alloc(300, 7) };
-  assert.deepEqual(marshalAny(big), Buffer.from(Any.encode(big).finish()));
-});
-
 /** A fake shim: records argv, cwd, selected env and stdin; `start` prints an address, `delete` a DeleteResponse. */
 function fakeShim(dir: string): { path: string; record: string } {
   const record = join(dir, 'record');
@@ -150,7 +141,7 @@ test('shim start: containerd argv, cwd = bundle, env, stdin = marshalled options
     assert.match(rec, /^GOMAXPROCS=2$/m);
     assert.match(rec, /^TTRPC_ADDRESS=\/run\/berth\/berth\.sock\.ttrpc$/m);
     assert.match(rec, /^SCHED_CORE=$/m);
-    assert.match(rec, new RegExp(`^stdin=${marshalAny(options).toString('base64')}$`, 'm'));
+    assert.match(rec, new RegExp(`^stdin=${Buffer.from(Any.encode(options).finish()).toString('base64')}$`, 'm'));
     assert.equal(readFileSync(join(bundle.path, 'shim-binary-path'), 'utf8'), shim.path);
     assert.equal(statSync(join(bundle.path, 'shim-binary-path')).mode & 0o777, 0o600);
 
