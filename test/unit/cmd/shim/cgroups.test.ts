@@ -3,8 +3,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { BinaryReader } from '@bufbuild/protobuf/wire';
-import { PidsStat } from '../../../../api/gen/cgroups/v1/metrics.js';
+import { Metrics as MetricsV1 } from '../../../../api/gen/cgroups/v1/metrics.js';
 import { Metrics as MetricsV2 } from '../../../../api/gen/cgroups/v2/metrics.js';
 import {
   CgroupV1, CgroupV2, parseBlkio, parseCgroupV1Mounts, parseIoStat, parseKeyValues, parseProcCgroup, parseUint,
@@ -88,15 +87,9 @@ test('v1 metrics from controller files', async () => {
   assert.equal(cg.oomKills(), 2);
   const any = await cg.stats();
   assert.equal(any.typeUrl, 'io.containerd.cgroups.v1.Metrics');
-  // Field 2 is PidsStat; walk the wire since limits exceed what the decoder takes as numbers.
-  const reader = new BinaryReader(any.value);
-  let pids: PidsStat | undefined;
-  while (reader.pos < reader.len) {
-    const [field, wire] = reader.tag();
-    if (field === 2) pids = PidsStat.decode(reader.bytes());
-    else reader.skip(wire);
-  }
-  assert.deepEqual(pids, { current: 3n, limit: 0n });
+  const decoded = MetricsV1.decode(any.value);
+  assert.deepEqual(decoded.pids, { current: 3n, limit: 0n });
+  assert.equal(decoded.memory?.usage?.limit, 9223372036854771712n);
 });
 
 test('v2 metrics from the unified hierarchy', async () => {
