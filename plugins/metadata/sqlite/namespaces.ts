@@ -3,6 +3,7 @@ import type { Database } from 'better-sqlite3';
 import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../../../core/errdefs/errdefs.js';
 import type { Labels, Namespace, NamespaceResource, NamespaceStore } from '../../../core/metadata/metadata.js';
 import { validateLabels } from '../../../core/metadata/labels.js';
+import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
 import { validateNamespace } from '../../../core/namespaces/namespaces.js';
 import { parseLabels, stringifyLabels } from './database.js';
 
@@ -22,7 +23,9 @@ export class SqliteNamespaceStore implements NamespaceStore {
   }
 
   create(name: string, labels: Labels): Namespace {
-    validateNamespace(name);
+    // Create reports the identifier's own message, as containerd does (the "namespace
+    // validation" prefix is for a request's namespace).
+    validateIdentifier(name);
     validateLabels(labels);
     const now = Date.now();
     try {
