@@ -13,6 +13,7 @@ import { Any } from '../../../api/gen/google/protobuf/any.js';
 import { DeadlineExceededError, messageOf } from '../../../core/errdefs/errdefs.js';
 import type { AnyMessage } from '../../../core/events/exchange.js';
 import type { Logger } from '../../../core/log/logger.js';
+import { spawnAvailable, spawnProcess } from '../../../core/sys/spawn.js';
 import type { Bundle } from './bundle.js';
 
 export interface ShimBinaryConfig {
@@ -56,7 +57,21 @@ interface RunResult {
   stderr: Buffer;
 }
 
-function run(file: string, args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; stdin?: Buffer; timeoutMs?: number; combined: boolean }): Promise<RunResult> {
+type RunOptions = { cwd: string; env: NodeJS.ProcessEnv; stdin?: Buffer; timeoutMs?: number; combined: boolean };
+
+/**
+ * Runs the shim binary in a session of its own. posix_spawn where available (see
+ * core/sys/spawn.ts: a fork of the daemon costs milliseconds of its event loop per `ctr run`),
+ * child_process otherwise.
+ */
+async function run(file: string, args: string[], opts: RunOptions): Promise<RunResult> {
+  if (!spawnAvailable()) return runForked(file, args, opts);
+  const r = await spawnProcess(file, args, opts);
+  if (r.timedOut) throw new DeadlineExceededError(`${file} ${args[args.length - 1]}: context deadline exceeded`);
+  return r;
+}
+
+function runForked(file: string, args: string[], opts: RunOptions): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       cwd: opts.cwd,
