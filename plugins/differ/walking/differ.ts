@@ -27,6 +27,7 @@ import type { RequestContext } from '../../../core/namespaces/namespaces.js';
 import { applyLayer, type ApplyMode } from './archive/apply.js';
 import { decompressLayer } from './archive/compression.js';
 import { writeDiff } from './archive/diff.js';
+import { WORKER_MIN_LAYER_BYTES, WorkerGunzip } from './archive/gunzip-worker.js';
 
 export interface WalkingDifferOptions {
   /** Where temporary mounts are made (default: core/mount's location). */
@@ -140,20 +141,27 @@ export class WalkingDiffer implements Differ {
 
   private async applyInto(ctx: RequestContext, desc: Descriptor, root: string, mode: ApplyMode, parents: string[]): Promise<Descriptor> {
     const blob = await this.content.read(ctx, desc.digest);
+    // A big gzip layer is inflated and hashed on a worker thread (see gunzip-worker.ts).
+    let inflater: WorkerGunzip | undefined;
+    const gunzip = desc.size >= WORKER_MIN_LAYER_BYTES ? (s: Readable) => (inflater = new WorkerGunzip(s)) : undefined;
     let plain: Readable;
     try {
-      plain = await decompressLayer(blob, desc.mediaType);
+      plain = await decompressLayer(blob, desc.mediaType, gunzip);
     } catch (err) {
       blob.destroy();
       throw err;
     }
-    const counter = new DigestCounter({ highWaterMark: 1 << 20 });
-    plain.on('error', (err) => counter.destroy(err));
-    counter.on('close', () => {
-      if (!plain.readableEnded) plain.destroy();
-    });
-    plain.pipe(counter);
-    await applyLayer(counter, root, {
+    let input: Readable = plain;
+    let counter: DigestCounter | undefined;
+    if (!inflater) {
+      const c = (counter = new DigestCounter({ highWaterMark: 1 << 20 }));
+      plain.on('error', (err) => c.destroy(err));
+      c.on('close', () => {
+        if (!plain.readableEnded) plain.destroy();
+      });
+      input = plain.pipe(c);
+    }
+    await applyLayer(input, root, {
       mode,
       parentRoots: parents,
       // Device nodes only where mknod is allowed: as root outside a user namespace (containerd skips them in one).
@@ -162,7 +170,8 @@ export class WalkingDiffer implements Differ {
       onWarning: (message) => this.options.log?.warn(message, { digest: desc.digest }),
     });
     // applyLayer reads its input to the end, so the digest covers every uncompressed byte.
-    return { mediaType: UNCOMPRESSED_LAYER, digest: counter.digest(), size: counter.bytes };
+    if (counter) return { mediaType: UNCOMPRESSED_LAYER, digest: counter.digest(), size: counter.bytes };
+    return { mediaType: UNCOMPRESSED_LAYER, digest: inflater!.digest, size: inflater!.bytes };
   }
 
   async compare(ctx: RequestContext, lower: readonly Mount[], upper: readonly Mount[], opts: DiffOptions = {}): Promise<Descriptor> {

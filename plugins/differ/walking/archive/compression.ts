@@ -13,6 +13,9 @@ import { InvalidArgumentError } from '../../../../core/errdefs/errdefs.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
+/** Makes the decompressed stream of gzip data (default: zlib on this thread). */
+export type GunzipFactory = (compressed: Readable) => Readable;
+
 export const MediaTypes = {
   ociLayer: 'application/vnd.oci.image.layer.v1.tar',
   ociLayerGzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
@@ -77,14 +80,15 @@ export function isAmbiguousMediaType(mediaType: string): boolean {
 
 /**
  * A readable of the decompressed bytes of `stream` compressed with `kind` ('none' returns
- * the stream itself). Errors of the source are forwarded to the returned stream.
+ * the stream itself). Errors of the source are forwarded to the returned stream. `gunzip`
+ * replaces the default zlib stream for gzip data.
  */
-export function decompress(stream: Readable, kind: Compression): Readable {
+export function decompress(stream: Readable, kind: Compression, gunzip?: GunzipFactory): Readable {
   switch (kind) {
     case 'none':
       return stream;
     case 'gzip':
-      return pipeInto(stream, createGunzip({ chunkSize: 256 * 1024 }));
+      return gunzip ? gunzip(stream) : pipeInto(stream, createGunzip({ chunkSize: 256 * 1024 }));
     case 'zstd':
       return pipeInto(stream, new ZstdDecompressStream());
     default:
@@ -96,19 +100,19 @@ export function decompress(stream: Readable, kind: Compression): Readable {
  * The plain tar stream of a layer blob of the given media type: validates the type, and for
  * types that may be compressed picks the codec from the magic bytes.
  */
-export async function decompressLayer(stream: Readable, mediaType: string): Promise<Readable> {
+export async function decompressLayer(stream: Readable, mediaType: string, gunzip?: GunzipFactory): Promise<Readable> {
   const declared = compressionOfMediaType(mediaType);
   if (declared === 'none' && !isAmbiguousMediaType(mediaType)) return stream;
-  return decompressDetected(stream);
+  return decompressDetected(stream, gunzip);
 }
 
 /**
  * Sniffs the first bytes of `stream` and returns the decompressed stream. The sniffed bytes
  * are not lost: they are put back in front of the rest.
  */
-export async function decompressDetected(stream: Readable): Promise<Readable> {
+export async function decompressDetected(stream: Readable, gunzip?: GunzipFactory): Promise<Readable> {
   const { head, rest } = await peek(stream, SNIFF_BYTES);
-  return decompress(rest, detectCompression(head));
+  return decompress(rest, detectCompression(head), gunzip);
 }
 
 /**

@@ -3,6 +3,7 @@
 // every layer media type, the diff id / size it reports, and containment at the Apply level.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
@@ -12,6 +13,7 @@ import { NotFoundError } from '../../../../../core/errdefs/errdefs.js';
 import type { ContentStore } from '../../../../../core/content/content.js';
 import * as fsx from '../../../../../core/sys/fsx.js';
 import { WalkingDiffer, directTarget, overlayDirs, uniqueRef } from '../../../../../plugins/differ/walking/differ.js';
+import { WORKER_MIN_LAYER_BYTES } from '../../../../../plugins/differ/walking/archive/gunzip-worker.js';
 import { buildLayer, compress, layerMediaType, sha256, type TarSpec } from '../../../client/images/fixtures.js';
 import { buildTar } from './archive/helpers.js';
 
@@ -110,6 +112,21 @@ describe('Apply', () => {
     const res = await applyBlob(blob, 'application/vnd.docker.image.rootfs.diff.tar', root);
     assert.equal(res.digest, sha256(raw));
     assert.equal(await fsp.readFile(path.join(root, 'etc/hostname'), 'utf8'), 'box\n');
+  });
+
+  it('applies a big gzip layer (inflated on the worker thread) with the same result and diff id', async () => {
+    const big = randomBytes(6 * 1024 * 1024);
+    const raw = buildTar([...simple, { path: 'data/', type: 'Directory', mode: 0o755 }, { path: 'data/blob', data: big, mode: 0o600 }]);
+    const blob = compress(raw, 'gzip');
+    assert.ok(blob.length >= WORKER_MIN_LAYER_BYTES);
+    const root = await freshDir('big');
+    const res = await applyBlob(blob, layerMediaType('gzip'), root);
+    assert.equal(res.digest, sha256(raw));
+    assert.equal(res.size, raw.length);
+    assert.ok((await fsp.readFile(path.join(root, 'data/blob'))).equals(big));
+    assert.equal(await fsp.readFile(path.join(root, 'etc/hostname'), 'utf8'), 'box\n');
+    // Truncated: the worker's zlib error fails the Apply.
+    await assert.rejects(applyBlob(blob.subarray(0, blob.length - 64), layerMediaType('gzip'), await freshDir('big-cut')), /unexpected end of file/);
   });
 
   it('applies tiny and empty layers (a blob smaller than the sniffing window)', async () => {
