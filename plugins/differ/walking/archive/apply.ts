@@ -161,6 +161,64 @@ interface DirTimes {
 }
 
 /** Which kind of tar entry a node-tar type name is, for the ones a layer may contain. */
+/**
+ * The chunks of a byte stream one by one, as they were pushed. (A for-await over a byte
+ * stream reads everything buffered at once, which joins the buffered chunks into a new copy:
+ * for a big layer, every uncompressed byte copied once more on the applying thread.)
+ */
+async function* pushedChunks(input: Readable): AsyncGenerator<Buffer> {
+  const pending: Buffer[] = [];
+  let ended = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const signal = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onData = (chunk: Buffer) => {
+    pending.push(chunk);
+    if (pending.length >= 4) input.pause();
+    signal();
+  };
+  const onEnd = () => {
+    ended = true;
+    signal();
+  };
+  const onError = (err: unknown) => {
+    failure ??= err;
+    signal();
+  };
+  const onClose = () => {
+    if (!ended) failure ??= Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    signal();
+  };
+  input.on('data', onData);
+  input.on('end', onEnd);
+  input.on('error', onError);
+  input.on('close', onClose);
+  try {
+    for (;;) {
+      const chunk = pending.shift();
+      if (chunk) {
+        if (pending.length < 2 && input.isPaused()) input.resume();
+        yield chunk;
+        continue;
+      }
+      if (failure !== undefined) throw failure;
+      if (ended) return;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+      });
+    }
+  } finally {
+    input.off('data', onData);
+    input.off('end', onEnd);
+    input.off('error', onError);
+    input.off('close', onClose);
+  }
+}
+
 function entryKind(type: string): 'file' | 'dir' | 'symlink' | 'link' | 'char' | 'block' | 'fifo' | undefined {
   switch (type) {
     case 'File':
@@ -381,9 +439,9 @@ class Applier {
     const pump = (async () => {
       input.on('error', (err) => this.fail(err));
       try {
-        for await (const chunk of input) {
+        for await (const chunk of pushedChunks(input)) {
           if (this.failure !== undefined) break;
-          const ok = parser.write(chunk as Buffer);
+          const ok = parser.write(chunk);
           if (!ok && this.failure === undefined) {
             await this.waitFor((done) => {
               parser.once('drain', done);
