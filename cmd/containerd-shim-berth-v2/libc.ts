@@ -7,9 +7,8 @@
  * koffi and libc load on first use, so the `start`/`delete` actions never pay for them unless
  * they need them. Like core/sys, calls are synchronous and errno is read straight after them.
  */
-import { createRequire } from 'node:module';
 import { syscallError } from '../../core/sys/errno.js';
-import { LIBC_CANDIDATES } from '../../core/sys/syscalls.js';
+import { openLibc } from '../../core/sys/syscalls.js';
 
 type Koffi = typeof import('koffi');
 type Fn = (...args: unknown[]) => number;
@@ -31,18 +30,7 @@ let bindings: Bindings | undefined;
 
 function load(): Bindings {
   if (bindings) return bindings;
-  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-  let lib: ReturnType<Koffi['load']> | undefined;
-  let lastErr: unknown;
-  for (const name of LIBC_CANDIDATES) {
-    try {
-      lib = koffi.load(name);
-      break;
-    } catch (err) {
-      lastErr = err;
-    }
-  }
-  if (!lib) throw new Error('shim: cannot load libc via koffi', { cause: lastErr });
+  const { koffi, lib } = openLibc();
   // Struct shapes for recvmsg(2); pointer members accept Buffers, which koffi passes in place.
   koffi.struct('berth_iovec', { iov_base: 'void *', iov_len: 'size_t' });
   koffi.struct('berth_msghdr', {

@@ -9,9 +9,8 @@
  * Failures throw Node-style errors (see errno.ts): `code` such as 'ENODATA', negative `errno`,
  * `syscall` and `path`, the same shape fs.* errors have.
  */
-import { createRequire } from 'node:module';
 import { syscallError } from './errno.js';
-import { LIBC_CANDIDATES } from './syscalls.js';
+import { openLibc } from './syscalls.js';
 
 type Koffi = typeof import('koffi');
 type Fn = (...args: unknown[]) => number;
@@ -30,20 +29,7 @@ let lib: FsxLib | undefined;
 
 function libc(): FsxLib {
   if (lib) return lib;
-  if (process.platform !== 'linux') throw new Error(`fsx needs Linux, running on ${process.platform}`);
-  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-  let handle: ReturnType<Koffi['load']> | undefined;
-  let lastErr: unknown;
-  for (const name of LIBC_CANDIDATES) {
-    try {
-      handle = koffi.load(name);
-      break;
-    } catch (err) {
-      lastErr = err;
-    }
-  }
-  if (!handle) throw new Error('cannot load libc via koffi', { cause: lastErr });
-  const h = handle;
+  const { koffi, lib: h } = openLibc();
   const fn = (decl: string) => h.func(decl) as unknown as Fn;
 
   // glibc >= 2.33 and musl export mknod; older glibc only has the versioned __xmknod

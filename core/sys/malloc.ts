@@ -14,10 +14,8 @@
  * releaseCleanFilePages): the node binary alone keeps ~40 MiB mapped after start-up, most of
  * it code and data touched once (bootstrap, module loading) and never again.
  */
-import { createRequire } from 'node:module';
-import { LIBC_CANDIDATES } from './syscalls.js';
+import { openLibc } from './syscalls.js';
 
-type Koffi = typeof import('koffi');
 
 interface Malloc {
   mallopt: (param: number, value: number) => number;
@@ -35,22 +33,14 @@ function load(): Malloc | null {
   lib = null;
   if (process.platform !== 'linux') return lib;
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    for (const name of LIBC_CANDIDATES) {
-      try {
-        const libc = koffi.load(name);
-        lib = {
-          mallopt: libc.func('int mallopt(int param, int value)') as Malloc['mallopt'],
-          trim: libc.func('int malloc_trim(size_t pad)') as Malloc['trim'],
-          madvise: libc.func('int madvise(uintptr_t addr, size_t length, int advice)') as Malloc['madvise'],
-        };
-        break;
-      } catch {
-        // not this libc, or no such symbol (musl has no malloc_trim)
-      }
-    }
+    const { lib: libc } = openLibc();
+    lib = {
+      mallopt: libc.func('int mallopt(int param, int value)') as Malloc['mallopt'],
+      trim: libc.func('int malloc_trim(size_t pad)') as Malloc['trim'],
+      madvise: libc.func('int madvise(uintptr_t addr, size_t length, int advice)') as Malloc['madvise'],
+    };
   } catch {
-    // koffi unavailable: run untuned
+    // koffi or libc unavailable, or no such symbol (musl has no malloc_trim): run untuned
   }
   return lib;
 }

@@ -16,11 +16,10 @@
  * Where the FFI is unavailable the caller falls back to child_process (see `spawnAvailable`).
  */
 import { closeSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { syscallError } from './errno.js';
-import { LIBC_CANDIDATES } from './syscalls.js';
+import { openLibc } from './syscalls.js';
 
 type Koffi = typeof import('koffi');
 type Fn = ((...args: unknown[]) => number) & { async: (...args: unknown[]) => void };
@@ -58,17 +57,8 @@ let lib: SpawnLib | null | undefined;
 function load(): SpawnLib | null {
   if (lib !== undefined) return lib;
   lib = null;
-  if (process.platform !== 'linux') return lib;
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    let handle: ReturnType<Koffi['load']> | undefined;
-    for (const name of LIBC_CANDIDATES) {
-      try {
-        handle = koffi.load(name);
-        break;
-      } catch { /* try the next name */ }
-    }
-    if (!handle) return lib;
+    const { koffi, lib: handle } = openLibc();
     const fn = (decl: string) => handle.func(decl) as unknown as Fn;
     lib = {
       koffi,

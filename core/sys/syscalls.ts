@@ -34,23 +34,39 @@ interface Libc {
 // glibc first; musl names its libc after the architecture.
 export const LIBC_CANDIDATES = ['libc.so.6', `libc.musl-${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}.so.1`];
 
-let libc: Libc | undefined;
+/** koffi and a handle on the process's libc, for declaring functions. */
+export interface LibcHandle {
+  koffi: Koffi;
+  lib: ReturnType<Koffi['load']>;
+}
 
-function load(): Libc {
-  if (libc) return libc;
-  if (process.platform !== 'linux') throw new Error(`berth syscalls need Linux, running on ${process.platform}`);
+let handle: LibcHandle | undefined;
+
+/**
+ * Loads koffi and libc once for every FFI user in the process (each declares its own
+ * functions on the handle). Throws, naming the cause, where either is unavailable.
+ */
+export function openLibc(): LibcHandle {
+  if (handle) return handle;
+  if (process.platform !== 'linux') throw new Error(`berth's system calls need Linux, running on ${process.platform}`);
   const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-  let lib: ReturnType<Koffi['load']> | undefined;
   let lastErr: unknown;
   for (const name of LIBC_CANDIDATES) {
     try {
-      lib = koffi.load(name);
-      break;
+      handle = { koffi, lib: koffi.load(name) };
+      return handle;
     } catch (err) {
       lastErr = err;
     }
   }
-  if (!lib) throw new Error(`cannot load libc via koffi`, { cause: lastErr });
+  throw new Error('cannot load libc via koffi', { cause: lastErr });
+}
+
+let libc: Libc | undefined;
+
+function load(): Libc {
+  if (libc) return libc;
+  const { koffi, lib } = openLibc();
   const fn = (decl: string) => lib.func(decl) as unknown as Fn;
   libc = {
     koffi,

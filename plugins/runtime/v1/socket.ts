@@ -7,9 +7,8 @@
  *
  * koffi and libc load on the first call, like core/sys.
  */
-import { createRequire } from 'node:module';
 import { syscallError } from '../../../core/sys/errno.js';
-import { LIBC_CANDIDATES } from '../../../core/sys/syscalls.js';
+import { openLibc } from '../../../core/sys/syscalls.js';
 
 type Koffi = typeof import('koffi');
 type Fn = (...args: unknown[]) => number;
@@ -26,19 +25,7 @@ let calls: SocketCalls | undefined;
 
 function libc(): SocketCalls {
   if (calls) return calls;
-  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-  let handle: ReturnType<Koffi['load']> | undefined;
-  let lastErr: unknown;
-  for (const name of LIBC_CANDIDATES) {
-    try {
-      handle = koffi.load(name);
-      break;
-    } catch (err) {
-      lastErr = err;
-    }
-  }
-  if (!handle) throw new Error('runtime v1: cannot load libc via koffi', { cause: lastErr });
-  const h = handle;
+  const { koffi, lib: h } = openLibc();
   const fn = (decl: string) => h.func(decl) as unknown as Fn;
   calls = {
     koffi,
