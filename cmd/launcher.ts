@@ -18,8 +18,8 @@
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
 import vm from 'node:vm';
+import { applyRuntimeV8Flags } from '../core/sys/v8flags.js';
 
 export interface LaunchOptions {
   /** The bundle's name in dist/: `<name>.cjs`. */
@@ -102,7 +102,7 @@ function writeAtomically(path: string, data: Buffer): void {
  * Synchronous: the program's own top-level code has run when it returns.
  */
 export function launch(dir: string, opts: LaunchOptions): void {
-  for (const flag of [...V8_FLAGS, ...(PROGRAM_V8_FLAGS[opts.name] ?? [])]) setFlagsFromString(flag);
+  applyRuntimeV8Flags([...V8_FLAGS, ...(PROGRAM_V8_FLAGS[opts.name] ?? [])]);
   const file = join(dir, `${opts.name}.cjs`);
   const source = readFileSync(file, 'utf8');
   // The flags a cache was made under must match; NODE_OPTIONS and execArgv can change them.

@@ -163,7 +163,7 @@ async function publishEvent(args: DaemonArgs): Promise<void> {
  * resources (libuv handles and requests, timers) counted by type. Logged on SIGUSR2; tests
  * compare two dumps taken before and after a workload to find leaks.
  */
-export function resourceDump(): { fds: number; rss: number; heapUsed: number; handles: number; timers: number; resources: string } {
+export function resourceDump(): { fds: number; rss: number; heapUsed: number; heapTotal: number; external: number; handles: number; timers: number; resources: string } {
   const counts: Record<string, number> = {};
   const active = process.getActiveResourcesInfo();
   for (const type of active) counts[type] = (counts[type] ?? 0) + 1;
@@ -175,5 +175,8 @@ export function resourceDump(): { fds: number; rss: number; heapUsed: number; ha
     // Not Linux: leave -1.
   }
   const mem = process.memoryUsage();
-  return { fds, rss: mem.rss, heapUsed: mem.heapUsed, handles: active.length, timers: counts.Timeout ?? 0, resources: JSON.stringify(counts) };
+  return {
+    fds, rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external,
+    handles: active.length, timers: counts.Timeout ?? 0, resources: JSON.stringify(counts),
+  };
 }

@@ -12,11 +12,13 @@
  * layers are applied one after the other, a few milliseconds apart) and exits after two idle
  * seconds, so an idle daemon does not keep a second V8 heap resident.
  * Flow control runs both ways: compressed input stops being read while too much of it waits
- * in the worker, and the worker stops inflating while the applier is behind.
+ * in the worker, and the worker inflates at most a few chunks ahead of what the applier has
+ * asked for.
  */
 import { Readable } from 'node:stream';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { trimMalloc } from '../../../../core/sys/malloc.js';
+import { reapplyRuntimeV8Flags } from '../../../../core/sys/v8flags.js';
 
 /** Layers smaller than this (compressed) are inflated on the main thread: not worth a hop. */
 export const WORKER_MIN_LAYER_BYTES = 4 * 1024 * 1024;
@@ -24,12 +26,17 @@ const IDLE_EXIT_MS = 2000;
 /** Compressed bytes posted to the worker but not yet taken by zlib. */
 const MAX_INPUT_IN_FLIGHT = 4 * 1024 * 1024;
 const INFLATE_CHUNK = 256 * 1024;
+/**
+ * Inflated chunks the worker may have sent that the applier has not asked for yet. A worker
+ * running ahead fills the main thread's message queue, and the chunks all surviving
+ * collections there made V8 grow the daemon's young generation to its maximum for good.
+ */
+const MAX_CHUNKS_AHEAD = 4;
 
 type ToWorker =
   | { type: 'data'; chunk: Uint8Array }
   | { type: 'end' }
-  | { type: 'pause' }
-  | { type: 'resume' }
+  | { type: 'credit'; chunks: number }
   | { type: 'abort' };
 
 type FromWorker =
@@ -43,7 +50,7 @@ type FromWorker =
  * the worker, so it may only use what it requires itself (the same source works bundled and
  * under the test runner's TypeScript loader).
  */
-function workerMain(load: NodeJS.Require, chunkSize: number): void {
+function workerMain(load: NodeJS.Require, chunkSize: number, maxAhead: number): void {
   const { parentPort } = load('node:worker_threads') as typeof import('node:worker_threads');
   const zlib = load('node:zlib') as typeof import('node:zlib');
   const crypto = load('node:crypto') as typeof import('node:crypto');
@@ -52,6 +59,7 @@ function workerMain(load: NodeJS.Require, chunkSize: number): void {
     const hash = crypto.createHash('sha256');
     let bytes = 0;
     let done = false;
+    let ahead = 0;
     gunzip.on('data', (out: Buffer) => {
       hash.update(out);
       bytes += out.length;
@@ -59,6 +67,7 @@ function workerMain(load: NodeJS.Require, chunkSize: number): void {
       const chunk = new Uint8Array(out.length);
       chunk.set(out);
       port.postMessage({ type: 'data', chunk }, [chunk.buffer]);
+      if (++ahead >= maxAhead) gunzip.pause();
     });
     gunzip.on('end', () => {
       done = true;
@@ -69,7 +78,7 @@ function workerMain(load: NodeJS.Require, chunkSize: number): void {
       done = true;
       port.postMessage({ type: 'error', message: err.message, code: err.code });
     });
-    port.on('message', (m: { type: string; chunk?: Uint8Array }) => {
+    port.on('message', (m: { type: string; chunk?: Uint8Array; chunks?: number }) => {
       switch (m.type) {
         case 'data': {
           const input = m.chunk!;
@@ -79,8 +88,10 @@ function workerMain(load: NodeJS.Require, chunkSize: number): void {
           break;
         }
         case 'end': gunzip.end(); break;
-        case 'pause': gunzip.pause(); break;
-        case 'resume': gunzip.resume(); break;
+        case 'credit':
+          ahead -= m.chunks!;
+          if (ahead < maxAhead && !done) gunzip.resume();
+          break;
         case 'abort':
           done = true;
           gunzip.destroy();
@@ -101,9 +112,11 @@ let shared: SharedWorker | undefined;
 
 function acquire(job: WorkerGunzip): Worker {
   if (!shared) {
-    const worker = new Worker(`(${workerMain.toString()})(require, ${INFLATE_CHUNK})`, { eval: true });
+    const worker = new Worker(`(${workerMain.toString()})(require, ${INFLATE_CHUNK}, ${MAX_CHUNKS_AHEAD})`, { eval: true });
     // The daemon's exit must not wait for it.
     worker.unref();
+    // Starting it reset some of the daemon's run-time V8 flags (see core/sys/v8flags.ts).
+    worker.once('online', reapplyRuntimeV8Flags);
     const state: SharedWorker = { worker, jobs: new Set() };
     const fail = (err: Error) => {
       if (shared === state) shared = undefined;
@@ -139,11 +152,12 @@ export class WorkerGunzip extends Readable {
   bytes = 0;
   private readonly port: MessagePort;
   private inFlight = 0;
-  private workerPaused = false;
+  /** Chunks received and not yet acknowledged to the worker. */
+  private unacknowledged = 0;
   private finished = false;
 
   constructor(private readonly source: Readable) {
-    super({ highWaterMark: 4 * 1024 * 1024 });
+    super({ highWaterMark: INFLATE_CHUNK });
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
     acquire(this).postMessage({ port: port2 }, [port2]);
@@ -168,10 +182,8 @@ export class WorkerGunzip extends Readable {
     if (this.finished) return;
     switch (m.type) {
       case 'data':
-        if (!this.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength)) && !this.workerPaused) {
-          this.workerPaused = true;
-          this.send({ type: 'pause' });
-        }
+        this.unacknowledged++;
+        this.push(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength));
         break;
       case 'consumed':
         this.inFlight -= m.bytes;
@@ -193,10 +205,11 @@ export class WorkerGunzip extends Readable {
     }
   }
 
+  /** The applier wants more: the chunks it has taken may be replaced. */
   override _read(): void {
-    if (this.workerPaused) {
-      this.workerPaused = false;
-      this.send({ type: 'resume' });
+    if (this.unacknowledged) {
+      this.send({ type: 'credit', chunks: this.unacknowledged });
+      this.unacknowledged = 0;
     }
   }
 

@@ -5,6 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { applyRuntimeV8Flags } from '../../../../../../core/sys/v8flags.js';
 import { WorkerGunzip } from '../../../../../../plugins/differ/walking/archive/gunzip-worker.js';
 
 /** Half random, half repetitive: 8 MiB that compresses to a few MiB. */
@@ -79,4 +80,20 @@ test('a reader that gives up early releases the job; the next layer still works'
   assert.equal(source.destroyed, true);
   const again = new WorkerGunzip(blobStream(gzipSync(plain, { level: 1 })));
   assert.ok((await drain(again)).equals(plain));
+});
+
+test("the daemon's run-time V8 flags are set again once the worker is online", async () => {
+  // A new isolate puts some process-wide flags back (--semi-space-growth-factor: the daemon's
+  // young generation then grew to its maximum for good). Simulated with a flag whose effect is
+  // visible from JavaScript: --expose-gc.
+  const { runInNewContext } = await import('node:vm');
+  const { setFlagsFromString } = await import('node:v8');
+  applyRuntimeV8Flags(['--expose-gc']);
+  setFlagsFromString('--no-expose-gc');
+  assert.equal(runInNewContext('typeof gc'), 'undefined');
+  // A new shared worker: wait for the previous tests' one to go.
+  await new Promise((r) => setTimeout(r, 2500));
+  const plain = layerBytes(8);
+  await drain(new WorkerGunzip(blobStream(gzipSync(plain, { level: 1 }))));
+  assert.equal(runInNewContext('typeof gc'), 'function');
 });
