@@ -5,7 +5,8 @@
  *
  * A timer (unref'd: it never keeps the process alive) samples the resident set size. When it
  * has grown by more than `growthBytes` since the last trim and stopped growing, the burst is
- * taken as over: a full garbage collection runs first (a Buffer's memory is malloc'd and only
+ * taken as over (a much larger growth is trimmed every few seconds even while work goes on):
+ * a full garbage collection runs first (a Buffer's memory is malloc'd and only
  * freed when V8 collects the Buffer, which an idle daemon may not do for a long time), then
  * malloc is trimmed; the size after that is the new baseline, so memory that is really in use
  * (V8's heap, caches) does not trigger it again. The same moment unmaps the clean file pages
@@ -41,6 +42,13 @@ export interface TrimmerOptions {
   growthBytes?: number;
   /** Shortest time between two releases of file pages that are not part of a trim (ms). */
   releaseEveryMs?: number;
+  /**
+   * Growth that is trimmed even while the daemon is still busy (RSS not settled), at most
+   * every `busyTrimEveryMs`: a burst's leftovers (an ingest's buffers) must not stay resident
+   * just because smaller work (a loop of snapshot calls) follows without a pause.
+   */
+  busyGrowthBytes?: number;
+  busyTrimEveryMs?: number;
 }
 
 /** Resident file-backed bytes of this process (0 where /proc is unavailable). */
@@ -55,9 +63,32 @@ function residentFileBytes(): number {
 
 const releaseFilePages = () => releaseCleanFilePages(() => readFileSync('/proc/self/smaps', 'utf8'));
 
+export interface TrimLimits {
+  growth: number;
+  busyGrowth: number;
+  busyTrimEveryMs: number;
+}
+
+/**
+ * Whether a sample calls for a trim: RSS has grown past the baseline, and either stopped
+ * growing (at most 1 MiB since the previous sample: the burst is over), or grown so much that
+ * waiting for a quiet moment would keep a burst's leftovers resident while other work goes on.
+ */
+export function trimDue(rss: number, previous: number, baseline: number, sinceTrimMs: number, limits: TrimLimits): boolean {
+  const grown = rss - baseline;
+  if (grown < limits.growth) return false;
+  if (rss <= previous + (1 << 20)) return true;
+  return grown >= limits.busyGrowth && sinceTrimMs >= limits.busyTrimEveryMs;
+}
+
 export function startMemoryTrimmer(opts: TrimmerOptions): void {
-  const growth = opts.growthBytes ?? 4 << 20;
+  const limits: TrimLimits = {
+    growth: opts.growthBytes ?? 4 << 20,
+    busyGrowth: opts.busyGrowthBytes ?? 32 << 20,
+    busyTrimEveryMs: opts.busyTrimEveryMs ?? 5_000,
+  };
   const releaseEvery = opts.releaseEveryMs ?? 10_000;
+  let trimmedAt = 0;
   // The size after the last trim, file pages still mapped: what the process needs. 0 makes the
   // first settled sample after start-up trim.
   let baseline = 0;
@@ -73,9 +104,10 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
   const timer = setInterval(() => {
     const rss = process.memoryUsage.rss();
     const settled = rss <= previous + (1 << 20);
+    const due = trimDue(rss, previous, baseline, performance.now() - trimmedAt, limits);
     previous = rss;
-    if (!settled) return;
-    if (rss - baseline >= growth) {
+    if (due) {
+      trimmedAt = performance.now();
       collectGarbage();
       trimMalloc();
       // Measured before the file pages go: the ones in use fault back in with the next
@@ -85,9 +117,10 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
       previous = process.memoryUsage.rss();
       return;
     }
+    if (!settled) return;
     // Code paths that ran since (each request faults some back in) are let go now and then,
     // not every quiet second: faulting them in again costs a few milliseconds.
-    if (performance.now() - releasedAt >= releaseEvery && residentFileBytes() - releasedFiles >= growth) {
+    if (performance.now() - releasedAt >= releaseEvery && residentFileBytes() - releasedFiles >= limits.growth) {
       release();
       previous = process.memoryUsage.rss();
     }
