@@ -204,6 +204,10 @@ describe('tasks with runc v2 shims', () => {
       assert.equal(r.stdout, 'from-exec\n');
       assert.equal((await B(['tasks', 'pause', 'b4'])).code, 0);
       assert.match((await B(['tasks', 'ls'])).stdout, /^b4\s+\d+\s+PAUSED$/m);
+      // JSON metrics: the same document as ctr's (field names, omitted zeros), numbers aside.
+      const shape = (text: string) => text.replace(/\d+/g, 'N');
+      const [bj, cj] = [await B(['tasks', 'metrics', '--format', 'json', 'b4']), await C('tasks', 'metrics', '--format', 'json', 'b4')];
+      assert.equal(shape(bj.stdout), shape(cj.stdout));
       assert.equal((await B(['tasks', 'resume', 'b4'])).code, 0);
       r = await B(['tasks', 'metrics', 'b4']);
       assert.equal(r.code, 0, r.stderr);

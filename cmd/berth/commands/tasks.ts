@@ -201,11 +201,27 @@ async function loadTaskTarget(svc: Services, id: string) {
 type CgroupsV1 = typeof import('../../../api/gen/cgroups/v1/metrics.js');
 type CgroupsV2 = typeof import('../../../api/gen/cgroups/v2/metrics.js');
 
-/** JSON as Go's encoder writes it: uint64 counters as plain numbers, every digit kept. */
-export function jsonWithBigints(value: unknown): string {
+/**
+ * Metrics as JSON the way ctr prints them (Go's encoder over the gogo-generated structs):
+ * snake_case field names, zero values and empty lists left out (`omitempty`), present but
+ * empty messages kept as `{}`, uint64 counters as plain numbers with every digit.
+ */
+export function metricsJson(value: unknown): string {
   const marker = '\u0000big:';
-  const text = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${marker}${v}` : v), 2);
-  return text.replace(/"\\u0000big:(\d+)"/g, '$1');
+  const snake = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  const omit = (v: unknown) => v === undefined || v === null || v === 0 || v === 0n || v === '' || v === false || (Array.isArray(v) && v.length === 0);
+  const convert = (v: unknown): unknown => {
+    if (typeof v === 'bigint') return `${marker}${v}`;
+    if (Array.isArray(v)) return v.map(convert);
+    if (v instanceof Uint8Array) return Buffer.from(v).toString('base64');
+    if (v && typeof v === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const [k, field] of Object.entries(v)) if (!omit(field)) out[snake(k)] = convert(field);
+      return out;
+    }
+    return v;
+  };
+  return JSON.stringify(convert(value), null, 2).replace(/"\\u0000big:(\d+)"/g, '$1');
 }
 
 function printMetrics(metric: { id: string; timestamp?: Date; data?: { typeUrl: string; value: Uint8Array } }, format: string, v1: CgroupsV1, v2: CgroupsV2): void {
@@ -220,7 +236,7 @@ function printMetrics(metric: { id: string; timestamp?: Date; data?: { typeUrl: 
     throw new Error(`cannot decode ${data.typeUrl}: ${(err as Error).message}`);
   }
   if (format === 'json') {
-    process.stdout.write(`${jsonWithBigints(decoded)}\n`);
+    process.stdout.write(`${metricsJson(decoded)}\n`);
     return;
   }
   let t = 'ID\tTIMESTAMP\t\n';

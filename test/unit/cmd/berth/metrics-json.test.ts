@@ -1,11 +1,34 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { jsonWithBigints } from '../../../../cmd/berth/commands/tasks.js';
+import { metricsJson } from '../../../../cmd/berth/commands/tasks.js';
 
-test('metrics JSON keeps every digit of uint64 counters and prints them as numbers', () => {
-  const text = jsonWithBigints({ pids: { current: 2n, limit: 18446744073709551615n }, note: 'big:1', list: [1n, 3] });
-  assert.match(text, /"limit": 18446744073709551615\b/);
-  assert.match(text, /"current": 2\b/);
-  assert.match(text, /"note": "big:1"/);
-  assert.deepEqual(JSON.parse(text.replace('18446744073709551615', '0')), { pids: { current: 2, limit: 0 }, note: 'big:1', list: [1, 3] });
+test('metrics JSON is what ctr prints: snake_case, zero values left out, every digit of uint64 counters', () => {
+  const text = metricsJson({
+    hugetlb: [],
+    pids: { current: 2n, limit: 18446744073709551615n },
+    cpu: { usage: { total: 5n, kernel: 0n, perCpu: [1n, 4n] }, throttling: { periods: 0n } },
+    memory: { pgPgIn: 463n, rssHuge: 0n, note: 'big:1' },
+  });
+  assert.equal(text, [
+    '{',
+    '  "pids": {',
+    '    "current": 2,',
+    '    "limit": 18446744073709551615',
+    '  },',
+    '  "cpu": {',
+    '    "usage": {',
+    '      "total": 5,',
+    '      "per_cpu": [',
+    '        1,',
+    '        4',
+    '      ]',
+    '    },',
+    '    "throttling": {}',
+    '  },',
+    '  "memory": {',
+    '    "pg_pg_in": 463,',
+    '    "note": "big:1"',
+    '  }',
+    '}',
+  ].join('\n'));
 });
