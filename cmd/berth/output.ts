@@ -1,17 +1,36 @@
 /** Terminal output helpers shared by the CLI commands (ctr's tabwriter layout). */
 
 /**
- * Lays out rows like Go's tabwriter as ctr uses it: every cell but a row's last is padded
- * to its column's widest cell plus `padding` spaces.
+ * Go's text/tabwriter (flags 0, pad ' '): cells ended by a tab form columns; a column block is
+ * a run of consecutive lines that have a cell in that column; every cell of a block is padded
+ * to the block's widest cell + `padding` (at least `minwidth`). Trailing text is not a column.
  */
-export function table(rows: readonly (readonly string[])[], padding = 1, minWidth = 0): string {
-  const widths: number[] = [];
-  for (const r of rows) {
-    r.slice(0, -1).forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? minWidth, cell.length)));
+export function goTabwriter(text: string, minwidth: number, padding: number): string {
+  const lines = text.split('\n');
+  const trailingNewline = lines[lines.length - 1] === '';
+  if (trailingNewline) lines.pop();
+  const cells = lines.map((l) => l.split('\t'));
+  const widths = cells.map((c) => new Array<number>(Math.max(0, c.length - 1)).fill(0));
+  const maxCols = Math.max(0, ...cells.map((c) => c.length - 1));
+  for (let col = 0; col < maxCols; col++) {
+    let i = 0;
+    while (i < cells.length) {
+      if (cells[i]!.length - 1 <= col) {
+        i++;
+        continue;
+      }
+      let j = i;
+      let width = minwidth;
+      while (j < cells.length && cells[j]!.length - 1 > col) {
+        width = Math.max(width, cells[j]![col]!.length + padding);
+        j++;
+      }
+      for (let k = i; k < j; k++) widths[k]![col] = width;
+      i = j;
+    }
   }
-  return rows
-    .map((r) => r.map((cell, i) => (i < r.length - 1 ? cell.padEnd((widths[i] ?? 0) + padding) : cell)).join('').trimEnd())
-    .join('\n') + (rows.length ? '\n' : '');
+  const out = cells.map((c, li) => c.map((cell, ci) => (ci < c.length - 1 ? cell.padEnd(widths[li]![ci]!) : cell)).join(''));
+  return out.join('\n') + (trailingNewline ? '\n' : '');
 }
 
 /** `k=v,k2=v2` with sorted keys, or `-` when empty (ctr's label column). */
@@ -53,3 +72,12 @@ export function humanAge(d: Date, now = new Date()): string {
 
 /** JSON with Go-style indentation (ctr prints structs with 4-space indent). */
 export const goJson = (v: unknown) => JSON.stringify(v, null, 4);
+
+/**
+ * One line on stderr as ctr's logger writes it (logrus text format): RFC 3339 time to the
+ * second, level, quoted message, then an optional quoted error.
+ */
+export function logLine(level: 'warning' | 'error', msg: string, error?: string): void {
+  const time = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  process.stderr.write(`time="${time}" level=${level} msg=${JSON.stringify(msg)}${error === undefined ? '' : ` error=${JSON.stringify(error)}`}\n`);
+}

@@ -1,11 +1,11 @@
 /** `berth containers create|delete|info|list|label` with ctr 1.6's flags and output. */
 import type { Command } from 'commander';
 import { action, UsageError } from '../action.js';
-import { goJson } from '../output.js';
+import { goJson, goTabwriter, logLine } from '../output.js';
 import { isNotFound } from '../../../core/errdefs/errdefs.js';
 import { SPEC_TYPE_URL } from '../../../core/containers/containers.js';
 import { containerFlags, newContainer, removeContainer } from './run.js';
-import { goRFC3339, goTabwriter, goTimeString, services, STATUS_NAMES } from './tasks.js';
+import { goRFC3339, goTimeString, services, STATUS_NAMES } from './tasks.js';
 
 type AnyPb = { typeUrl: string; value: Uint8Array } | undefined;
 
@@ -81,7 +81,7 @@ export function register(program: Command): void {
           await removeContainer(ctx, id, snap);
         } catch (err) {
           firstErr ??= err;
-          process.stderr.write(`time="${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}" level=error msg="failed to delete container ${JSON.stringify(id)}" error=${JSON.stringify((err as Error).message)}\n`);
+          logLine('error', `failed to delete container ${JSON.stringify(id)}`, (err as Error).message);
         }
       }
       if (firstErr) throw firstErr;

@@ -11,6 +11,7 @@ import { rootCertificates } from 'node:tls';
 import type { Command } from 'commander';
 import { action, collect, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
+import { logLine } from '../output.js';
 import { isAlreadyExists, isNotFound, messageOf } from '../../../core/errdefs/errdefs.js';
 import type { ResolverOptions } from '../../../client/remotes/resolver.js';
 import type { RegistryHosts } from '../../../client/remotes/types.js';
@@ -89,14 +90,8 @@ function labelArgs(list: string[] | undefined): Record<string, string> {
   return out;
 }
 
-/** Warns like ctr's logger (to stderr). */
-function warn(msg: string): void {
-  process.stderr.write(`time="${new Date().toISOString()}" level=warning msg=${JSON.stringify(msg)}\n`);
-}
-
-function logError(msg: string, err: unknown): void {
-  process.stderr.write(`time="${new Date().toISOString()}" level=error msg=${JSON.stringify(msg)} error=${JSON.stringify(messageOf(err))}\n`);
-}
+const warn = (msg: string) => logLine('warning', msg);
+const logError = (msg: string, err: unknown) => logLine('error', msg, messageOf(err));
 
 // ---------------------------------------------------------------------------- pull / push
 

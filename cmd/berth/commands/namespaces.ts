@@ -1,7 +1,7 @@
 /** `berth namespaces create|ls|label|rm`, with ctr's flags and output. */
 import type { Command } from 'commander';
 import { action, UsageError } from '../action.js';
-import { labelString, parseLabelArgs, table } from '../output.js';
+import { goTabwriter, labelString, parseLabelArgs } from '../output.js';
 import { isNotFound } from '../../../core/errdefs/errdefs.js';
 
 export function register(program: Command): void {
@@ -23,7 +23,9 @@ export function register(program: Command): void {
       const { NamespacesDefinition } = await import('../../../api/gen/services/namespaces/v1/namespace.js');
       const { namespaces } = await ctx.connection.service(NamespacesDefinition).list({});
       if (opts.quiet) { process.stdout.write(namespaces.map((n) => `${n.name}\n`).join('')); return; }
-      process.stdout.write(table([['NAME', 'LABELS'], ...namespaces.map((n) => [n.name, labelString(n.labels, '')])], 1));
+      // ctr: tabwriter(minwidth 1, padding 1), every cell tab-terminated.
+      const lines = [['NAME', 'LABELS'], ...namespaces.map((n) => [n.name, labelString(n.labels, '')])].map((r) => `${r.join('\t')}\t\n`);
+      process.stdout.write(goTabwriter(lines.join(''), 1, 1));
     }));
   ns.command('label')
     .description('set and clear labels for a namespace')

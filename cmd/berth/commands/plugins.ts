@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { action } from '../action.js';
-import { table } from '../output.js';
+import { goTabwriter } from '../output.js';
 import type { CliContext } from '../context.js';
 
 interface PluginRow {
@@ -31,29 +31,31 @@ async function fetchPlugins(ctx: CliContext, filters: string[]): Promise<PluginR
   return res.plugins as PluginRow[];
 }
 
+/** ctr's `plugins ls -d`: its lines (Println puts a space between operands) through its tabwriter. */
 function detailed(plugins: PluginRow[]): string {
-  const rows: string[][] = [];
+  let text = '';
+  const println = (...parts: string[]) => { text += `${parts.join(' ')}\n`; };
   plugins.forEach((p, i) => {
-    if (i > 0) rows.push(['', '', '', '']);
-    rows.push(['Type:', ` ${p.type}`]);
-    rows.push(['ID:', ` ${p.id}`]);
+    if (i > 0) println('\t\t\t');
+    println('Type:\t', p.type);
+    println('ID:\t', p.id);
     if (p.requires.length) {
-      rows.push(['Requires:', '']);
-      for (const r of p.requires) rows.push(['', ` ${r}`]);
+      println('Requires:\t');
+      for (const r of p.requires) println('\t', r);
     }
-    if (p.platforms.length) rows.push(['Platforms:', ` ${platformString(p.platforms)}`]);
+    if (p.platforms.length) println('Platforms:\t', platformString(p.platforms));
     if (Object.keys(p.exports).length) {
-      rows.push(['Exports:', '']);
-      for (const [k, v] of Object.entries(p.exports)) rows.push(['', ` ${k}`, ` ${v}`]);
+      println('Exports:\t');
+      for (const [k, v] of Object.entries(p.exports)) println('\t', k, '\t', v);
     }
-    if (p.capabilities.length) rows.push(['Capabilities:', ` ${p.capabilities.join(',')}`]);
+    if (p.capabilities.length) println('Capabilities:\t', p.capabilities.join(','));
     if (p.initErr) {
-      rows.push(['Error:', '']);
-      rows.push(['', ' Code:', ` ${CODE_NAMES[p.initErr.code] ?? p.initErr.code}`]);
-      rows.push(['', ' Message:', ` ${p.initErr.message}`]);
+      println('Error:\t');
+      println('\t Code:\t', CODE_NAMES[p.initErr.code] ?? String(p.initErr.code));
+      println('\t Message:\t', p.initErr.message);
     }
   });
-  return table(rows, 4, 4);
+  return goTabwriter(text, 4, 4);
 }
 
 /** Edges from each plugin to the plugins whose type it requires. */
@@ -106,7 +108,7 @@ export function register(program: Command): void {
       if (opts.quiet) { process.stdout.write(ps.map((p) => `${p.id}\n`).join('')); return; }
       if (opts.detailed) { process.stdout.write(detailed(ps)); return; }
       const rows = [['TYPE', 'ID', 'PLATFORMS', 'STATUS'], ...ps.map((p) => [p.type, p.id, p.platforms.length ? platformString(p.platforms) : '-', statusOf(p)])];
-      process.stdout.write(table(rows, 4, 4));
+      process.stdout.write(goTabwriter(rows.map((r) => `${r.join('\t')}\t\n`).join(''), 4, 4));
     }));
   plugins
     .command('graph')

@@ -13,41 +13,9 @@ import { Code, isNotFound, RemoteError } from '../../../core/errdefs/errdefs.js'
 import { FifoIO, newFifoSet, type FifoSet } from '../../../client/cio/fifo.js';
 import { PROCESS_TYPE_URL, SPEC_TYPE_URL } from '../../../core/containers/containers.js';
 import type { Spec } from '../../../client/oci/spec.js';
+import { goTabwriter, logLine } from '../output.js';
 
 // ------------------------------------------------------------------ output helpers
-
-/**
- * Go's text/tabwriter (flags 0, pad ' '): cells ended by a tab form columns; a column block is
- * a run of consecutive lines that have a cell in that column; every cell of a block is padded
- * to the block's widest cell + `padding` (at least `minwidth`). Trailing text is not a column.
- */
-export function goTabwriter(text: string, minwidth: number, padding: number): string {
-  const lines = text.split('\n');
-  const trailingNewline = lines[lines.length - 1] === '';
-  if (trailingNewline) lines.pop();
-  const cells = lines.map((l) => l.split('\t'));
-  const widths = cells.map((c) => new Array<number>(Math.max(0, c.length - 1)).fill(0));
-  const maxCols = Math.max(0, ...cells.map((c) => c.length - 1));
-  for (let col = 0; col < maxCols; col++) {
-    let i = 0;
-    while (i < cells.length) {
-      if (cells[i]!.length - 1 <= col) {
-        i++;
-        continue;
-      }
-      let j = i;
-      let width = minwidth;
-      while (j < cells.length && cells[j]!.length - 1 > col) {
-        width = Math.max(width, cells[j]![col]!.length + padding);
-        j++;
-      }
-      for (let k = i; k < j; k++) widths[k]![col] = width;
-      i = j;
-    }
-  }
-  const out = cells.map((c, li) => c.map((cell, ci) => (ci < c.length - 1 ? cell.padEnd(widths[li]![ci]!) : cell)).join(''));
-  return out.join('\n') + (trailingNewline ? '\n' : '');
-}
 
 /** Go's time.Time.String() for a UTC instant: `2006-01-02 15:04:05.999999999 +0000 UTC`. */
 export function goTimeString(d: Date): string {
@@ -355,10 +323,10 @@ export function register(program: Command): void {
       for (const id of ids) {
         try {
           const r = await deleteOne(id, '');
-          if (r.exitStatus !== 0) process.stderr.write(`time="${goRFC3339(new Date()).replace(/\.\d+Z$/, 'Z')}" level=warning msg="task ${id} exit with non-zero exit code ${r.exitStatus}"\n`);
+          if (r.exitStatus !== 0) logLine('warning', `task ${id} exit with non-zero exit code ${r.exitStatus}`);
         } catch (err) {
           firstErr ??= err;
-          process.stderr.write(`time="${goRFC3339(new Date()).replace(/\.\d+Z$/, 'Z')}" level=error msg="unable to delete ${id}" error=${JSON.stringify((err as Error).message)}\n`);
+          logLine('error', `unable to delete ${id}`, (err as Error).message);
         }
       }
       if (firstErr) throw firstErr;

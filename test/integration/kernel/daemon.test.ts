@@ -68,7 +68,12 @@ test('berth CLI: version, plugins ls -d filter, graph, namespaces', async () => 
   assert.match(dot.stdout, /^digraph plugins/);
   assert.match(dot.stdout, /"io\.containerd\.grpc\.v1\.namespaces" -> "io\.containerd\.service\.v1\.namespaces-service"/);
   assert.equal((await berth(d.address, ['namespaces', 'create', 'cli-ns', 'k=v'])).code, 0);
-  assert.match((await berth(d.address, ['ns', 'ls'])).stdout, /^cli-ns\s+k=v$/m);
+  // Byte for byte what ctr prints (its tabwriter pads the last cell too).
+  const listed = (await berth(d.address, ['ns', 'ls'])).stdout;
+  assert.match(listed, /^cli-ns\s+k=v\s*$/m);
+  assert.equal(listed, (await ctr(d.address, ['namespaces', 'ls'])).stdout);
+  const plugins = await berth(d.address, ['plugins', 'ls']);
+  assert.equal(plugins.stdout, (await ctr(d.address, ['plugins', 'ls'])).stdout);
   assert.equal((await berth(d.address, ['ns', 'rm', 'cli-ns'])).code, 0);
 });
 
