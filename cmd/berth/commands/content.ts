@@ -7,6 +7,7 @@ import { action, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
 import { digestProblem } from '../../../core/content/content.js';
 import { isAlreadyExists, isNotFound, isUnavailable, messageOf } from '../../../core/errdefs/errdefs.js';
+import { logLine } from '../output.js';
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -324,7 +325,7 @@ export function register(program: Command): void {
           dgst = parseDigest(arg);
         } catch (err) {
           exitError ??= err as Error;
-          process.stderr.write(`could not delete ${arg}: ${messageOf(err)}\n`);
+          logLine('error', `could not delete ${arg}`, messageOf(err));
           continue;
         }
         try {
@@ -332,7 +333,7 @@ export function register(program: Command): void {
         } catch (err) {
           if (!isNotFound(err)) {
             exitError ??= err as Error;
-            process.stderr.write(`could not delete ${dgst}: ${messageOf(err)}\n`);
+            logLine('error', `could not delete ${dgst}`, messageOf(err));
           }
           continue;
         }

@@ -4,6 +4,8 @@
  * and prints.
  */
 import { createReadStream, createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { once } from 'node:events';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -11,7 +13,7 @@ import { rootCertificates } from 'node:tls';
 import type { Command } from 'commander';
 import { action, collect, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
-import { logLine } from '../output.js';
+import { errnoText, logLine } from '../output.js';
 import { isAlreadyExists, isNotFound, messageOf } from '../../../core/errdefs/errdefs.js';
 import type { ResolverOptions } from '../../../client/remotes/resolver.js';
 import type { RegistryHosts } from '../../../client/remotes/types.js';
@@ -375,7 +377,18 @@ export function register(program: Command): void {
     if (!input) throw new UsageError('please provide an input file (or - for stdin)');
     if (opts.skipDigestForNamed && !opts.digests) throw new UsageError('--skip-digest-for-named must be specified with --digests option');
     const { importArchive } = await import('../../../client/pull/import.js');
-    const stream = input === '-' ? process.stdin : createReadStream(input, { highWaterMark: 1 << 20 });
+    let stream: Readable = process.stdin;
+    if (input !== '-') {
+      // Opened first so a missing or unreadable file is one clear line, as with ctr.
+      const file = await open(input, 'r').catch((err: NodeJS.ErrnoException) => {
+        throw new Error(`open ${input}: ${errnoText(err)}`);
+      });
+      if ((await file.stat()).isDirectory()) {
+        await file.close();
+        throw new Error(`read ${input}: is a directory`);
+      }
+      stream = file.createReadStream({ highWaterMark: 1 << 20 });
+    }
     await importArchive(ctx.connection, stream, {
       baseName: opts.baseName || undefined,
       digests: !!opts.digests,

@@ -1,7 +1,7 @@
 /** `berth namespaces create|ls|label|rm`, with ctr's flags and output. */
 import type { Command } from 'commander';
 import { action, UsageError } from '../action.js';
-import { goTabwriter, labelString, parseLabelArgs } from '../output.js';
+import { goTabwriter, labelString, logLine, parseLabelArgs } from '../output.js';
 import { isNotFound } from '../../../core/errdefs/errdefs.js';
 
 export function register(program: Command): void {
@@ -47,16 +47,21 @@ export function register(program: Command): void {
     .action(action(async (ctx, names) => {
       const { NamespacesDefinition } = await import('../../../api/gen/services/namespaces/v1/namespace.js');
       const svc = ctx.connection.service(NamespacesDefinition);
-      let failed = false;
+      // As ctr: a namespace that does not exist counts as removed; other failures are logged
+      // and the first one is the exit error.
+      let firstErr: Error | undefined;
       for (const name of names) {
         try {
           await svc.delete({ name });
-          process.stdout.write(`${name}\n`);
         } catch (err) {
-          failed = true;
-          process.stderr.write(`unable to delete ${name}: ${(err as Error).message}${isNotFound(err) ? '' : ''}\n`);
+          if (!isNotFound(err)) {
+            firstErr ??= new Error(`unable to delete ${name}: ${(err as Error).message}`);
+            logLine('error', `unable to delete ${name}`, (err as Error).message);
+            continue;
+          }
         }
+        process.stdout.write(`${name}\n`);
       }
-      if (failed) throw new UsageError('unable to delete all namespaces');
+      if (firstErr) throw firstErr;
     }));
 }

@@ -159,8 +159,9 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
   const ref = positionals[0] ?? '';
   const id = positionals[1] ?? '';
   const args = positionals.slice(2);
-  if (!ref) throw new UsageError('image ref must be provided');
-  if (!id) throw new UsageError('container id must be provided');
+  // ctr's containers create reports these as errdefs invalid-argument errors (`run` checks first, plainly).
+  if (!ref) throw new UsageError('image ref must be provided: invalid argument');
+  if (!id) throw new UsageError('container id must be provided: invalid argument');
   const ns = ctx.connection.namespace;
   const spec = oci.defaultSpec(ns, id);
   oci.withDefaultUnixDevices(spec);

@@ -302,7 +302,6 @@ export function register(program: Command): void {
     .action(action(async (ctx, ids, opts) => {
       const svc = await services(ctx);
       const deleteOne = async (id: string, execId: string) => {
-        await loadTaskTarget(svc, id);
         const { process: p } = await svc.tasks.get({ containerId: id, execId });
         const status = p!.status;
         if (status !== 3 && status !== 1) {
@@ -315,12 +314,20 @@ export function register(program: Command): void {
           : svc.tasks.delete({ containerId: id });
       };
       if (opts.execId) {
+        await loadTaskTarget(svc, ids[0]!);
         const r = await deleteOne(ids[0]!, opts.execId);
         if (r.exitStatus !== 0) return r.exitStatus;
         return;
       }
       let firstErr: unknown;
       for (const id of ids) {
+        try {
+          await loadTaskTarget(svc, id);
+        } catch (err) {
+          firstErr ??= err;
+          logLine('error', `failed to load task from ${id}`, (err as Error).message);
+          continue;
+        }
         try {
           const r = await deleteOne(id, '');
           if (r.exitStatus !== 0) logLine('warning', `task ${id} exit with non-zero exit code ${r.exitStatus}`);

@@ -77,6 +77,24 @@ test('berth CLI: version, plugins ls -d filter, graph, namespaces', async () => 
   assert.equal((await berth(d.address, ['ns', 'rm', 'cli-ns'])).code, 0);
 });
 
+test('berth and ctr report the same errors for missing or malformed targets', async () => {
+  const norm = (r: { code: number; stdout: string; stderr: string }) => ({
+    code: r.code,
+    stdout: r.stdout,
+    stderr: r.stderr.replace(/^(ctr|berth): /gm, '').replace(/time="[^"]*"/g, 'T'),
+  });
+  for (const args of [
+    ['content', 'rm', 'nope'],
+    ['namespaces', 'rm', 'never-created'],
+    ['tasks', 'rm', 'nope'],
+    ['images', 'import', '/nonexistent.tar'],
+    ['images', 'import', '/tmp'],
+    ['containers', 'create'],
+  ]) {
+    assert.deepEqual(norm(await berth(d.address, args)), norm(await ctr(d.address, args)), args.join(' '));
+  }
+});
+
 test('an unreachable daemon gets one clear line', async () => {
   const r = await berth('/tmp/berth-no-such.sock', ['version']);
   assert.equal(r.code, 1);
