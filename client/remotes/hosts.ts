@@ -228,7 +228,10 @@ export async function loadHostDirectory(dir: string): Promise<HostFileEntry[]> {
 export interface HostsOptions {
   /** containerd's config_path: a directory of per-host directories. */
   configPath?: string;
-  /** Use plain HTTP for the default server: everywhere (true) or for the hosts the function accepts. */
+  /**
+   * Use plain HTTP for the default server: everywhere (true), nowhere (false), or for the hosts
+   * the function accepts. Unset, as containerd's ConfigureHosts: localhost and 127.0.0.0/8.
+   */
   plainHttp?: boolean | ((host: string) => boolean);
   credentials?: CredentialsCallback;
   /** Headers sent to every host (before each host's own headers). */
@@ -247,7 +250,8 @@ export function configureHosts(options: HostsOptions = {}): RegistryHosts {
   const tlsPools = new Map<string, { agent: https.Agent; authorizer: Authorizer }>();
   const baseHeaders: Record<string, string[]> = {};
   for (const [k, v] of Object.entries(options.headers ?? {})) baseHeaders[k] = Array.isArray(v) ? v : [v];
-  const plain = (host: string) => (typeof options.plainHttp === 'function' ? options.plainHttp(host) : options.plainHttp === true);
+  const plain = (host: string) =>
+    typeof options.plainHttp === 'function' ? options.plainHttp(host) : options.plainHttp ?? isLocalhost(host);
 
   return async (namespace: string): Promise<RegistryHost[]> => {
     let entries: HostFileEntry[] | undefined;

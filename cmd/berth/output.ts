@@ -84,5 +84,7 @@ export function logLine(level: 'warning' | 'error', msg: string, error?: string)
 
 /** The description of a Node file-system error alone ("no such file or directory"), as Go words it. */
 export function errnoText(err: NodeJS.ErrnoException): string {
+  // libuv's wording matches Go's strerror text except for EISDIR.
+  if (err.code === 'EISDIR') return 'is a directory';
   return err.message.replace(/^E[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
 }

@@ -5,7 +5,7 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { once } from 'node:events';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -62,7 +62,8 @@ export async function resolverOptions(opts: Record<string, any>): Promise<Resolv
   if (username && !secret) secret = await readPassword();
   else if (!username && opts.refresh) secret = opts.refresh;
   const out: ResolverOptions = {
-    plainHttp: !!opts.plainHttp,
+    // As ctr: plain HTTP everywhere with --plain-http, and for localhost registries anyway.
+    plainHttp: opts.plainHttp ? true : undefined,
     configPath: opts.hostsDir,
     credentials: username || secret ? () => ({ username, secret }) : undefined,
   };
@@ -417,7 +418,14 @@ export function register(program: Command): void {
     .action(action(async (ctx, [out, ...names], opts) => {
       if (!out || !names.length) throw new UsageError('please provide both an output filename and an image reference to export');
       const { exportImages } = await import('../../../client/pull/export.js');
-      const stream = out === '-' ? process.stdout : createWriteStream(out);
+      let stream: Writable = process.stdout;
+      if (out !== '-') {
+        // Opened first so an unwritable path is one clear line, as with ctr.
+        const file = await open(out, 'w').catch((err: NodeJS.ErrnoException) => {
+          throw new Error(`open ${out}: ${errnoText(err)}`);
+        });
+        stream = file.createWriteStream();
+      }
       try {
         await exportImages(ctx.connection, names, stream, {
           platforms: opts.platform,

@@ -154,6 +154,23 @@ export interface NewContainerResult {
   mounts: { type: string; source: string; options: string[] }[];
 }
 
+/** Numeric flags and the number syntax ctr's flag parser accepts for each. */
+const NUMERIC_FLAGS: ReadonlyArray<[string, string, RegExp]> = [
+  ['memoryLimit', 'memory-limit', /^\d+$/],
+  ['cpus', 'cpus', /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/],
+  ['cpuShares', 'cpu-shares', /^\d+$/],
+  ['cpuQuota', 'cpu-quota', /^[+-]?\d+$/],
+  ['cpuPeriod', 'cpu-period', /^\d+$/],
+];
+
+/** A malformed number is a usage error worded like ctr's, never a silently ignored limit. */
+function checkNumericFlags(opts: Record<string, unknown>): void {
+  for (const [key, flag, syntax] of NUMERIC_FLAGS) {
+    const v = opts[key];
+    if (v !== undefined && !syntax.test(String(v))) throw new UsageError(`invalid value ${JSON.stringify(String(v))} for flag -${flag}: parse error`);
+  }
+}
+
 /** Builds and creates the container as ctr's run.NewContainer does; shared with `containers create`. */
 export async function newContainer(ctx: CliContext, positionals: string[], opts: Record<string, any>): Promise<NewContainerResult> {
   const ref = positionals[0] ?? '';
@@ -162,6 +179,7 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
   // ctr's containers create reports these as errdefs invalid-argument errors (`run` checks first, plainly).
   if (!ref) throw new UsageError('image ref must be provided: invalid argument');
   if (!id) throw new UsageError('container id must be provided: invalid argument');
+  checkNumericFlags(opts);
   const ns = ctx.connection.namespace;
   const spec = oci.defaultSpec(ns, id);
   oci.withDefaultUnixDevices(spec);
@@ -368,6 +386,7 @@ export function register(program: Command): void {
     if (opts.rm && opts.detach) throw new UsageError('flags --detach and --rm cannot be specified together');
     if (!positionals[0]) throw new UsageError('image ref must be provided');
     if (!positionals[1]) throw new UsageError('container id must be provided');
+    checkNumericFlags(opts);
     const created = await newContainer(ctx, positionals, opts);
     const svc = await services(ctx);
     try {

@@ -90,8 +90,17 @@ test('berth and ctr report the same errors for missing or malformed targets', as
     ['images', 'import', '/nonexistent.tar'],
     ['images', 'import', '/tmp'],
     ['containers', 'create'],
+    ['images', 'export', '/nonexistent/dir/out.tar', 'some/image:tag'],
+    ['images', 'export', '/tmp', 'some/image:tag'],
   ]) {
     assert.deepEqual(norm(await berth(d.address, args)), norm(await ctr(d.address, args)), args.join(' '));
+  }
+  // A malformed number is refused before anything is created (ctr adds its usage text).
+  for (const flag of ['--memory-limit', '--cpus', '--cpu-quota']) {
+    const r = await berth(d.address, ['run', '--rm', flag, 'abc', 'some/image:tag', 'c1', 'true']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`invalid value "abc" for flag -${flag.slice(2)}: parse error`));
+    assert.match((await ctr(d.address, ['run', '--rm', flag, 'abc', 'some/image:tag', 'c1', 'true'])).stderr, /parse error/);
   }
 });
 

@@ -177,10 +177,13 @@ describe('host directories and configureHosts', () => {
     assert.equal((h.agent as unknown as { options: { rejectUnauthorized: boolean } }).options.rejectUnauthorized, false);
   });
 
-  it('defaults to https://<host>, docker.io to registry-1.docker.io, http only when asked', async () => {
+  it('defaults to https://<host>, docker.io to registry-1.docker.io, http for localhost (as containerd) or when asked', async () => {
     const plainless = configureHosts();
     assert.deepEqual((await plainless('docker.io')).map((h) => `${h.scheme}://${h.host}${h.path}`), ['https://registry-1.docker.io/v2']);
-    assert.deepEqual((await plainless('localhost:5000')).map((h) => `${h.scheme}://${h.host}`), ['https://localhost:5000']);
+    assert.deepEqual((await plainless('reg.example:5000')).map((h) => `${h.scheme}://${h.host}`), ['https://reg.example:5000']);
+    assert.deepEqual((await plainless('localhost:5000')).map((h) => `${h.scheme}://${h.host}`), ['http://localhost:5000']);
+    assert.deepEqual((await plainless('127.0.0.1:5000')).map((h) => h.scheme), ['http']);
+    assert.deepEqual((await configureHosts({ plainHttp: false })('localhost:5000')).map((h) => h.scheme), ['https']);
     assert.deepEqual((await configureHosts({ plainHttp: true })('reg:5000')).map((h) => h.scheme), ['http']);
     assert.deepEqual((await configureHosts({ plainHttp: true })('docker.io')).map((h) => h.scheme), ['https']);
     const onlyLocal = configureHosts({ plainHttp: isLocalhost });
