@@ -109,6 +109,18 @@ describe('pull from a registry', () => {
     await assertPulled('cpull', layeredRef, layered, 'manifest');
   });
 
+  it('content fetch: berth and ctr record the image and its content, and unpack nothing; localhost needs no --plain-http', async () => {
+    for (const tool of ['berth', 'ctr'] as const) {
+      const ns = `${tool}-fetch`;
+      // berth treats a loopback registry as plain HTTP by default, as containerd's hosts config does.
+      await run(tool, ['content', 'fetch', ...(tool === 'ctr' ? ['--plain-http'] : []), simpleRef], ns);
+      const images = await run('ctr', ['images', 'ls', '-q'], ns);
+      assert.equal(images.trim(), simpleRef, tool);
+      assert.match(await run('ctr', ['images', 'check'], ns), /complete \(\d+\/\d+\)/, tool);
+      assert.equal((await run('ctr', ['snapshots', 'ls'], ns)).trim().split('\n').length, 1, `${tool}: no snapshots`);
+    }
+  });
+
   it('applies whiteouts and opaque directories (berth pull, then berth images mount)', async () => {
     const ns = 'layers';
     await run('berth', ['images', 'pull', '--plain-http', layeredRef], ns);

@@ -8,6 +8,7 @@ import type { CliContext } from '../context.js';
 import { digestProblem } from '../../../core/content/content.js';
 import { isAlreadyExists, isNotFound, isUnavailable, messageOf } from '../../../core/errdefs/errdefs.js';
 import { logLine } from '../output.js';
+import { fetchCommand } from './images.js';
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -352,6 +353,7 @@ export function register(program: Command): void {
       for await (const r of api.read({ digest: dgst, offset: 0, size: 0 })) if (r.data.length) await write(r.data);
     }));
 
+  fetchCommand(content);
   content.command('ingest')
     .description('accept content into the store')
     .argument('[key]', 'transaction reference')

@@ -118,6 +118,23 @@ export function pullCommand(parent: Command, name = 'pull'): Command {
   return cmd;
 }
 
+/** `content fetch`: the pull without unpacking, as ctr's (the image record is created, as with client.Fetch). */
+export function fetchCommand(parent: Command): Command {
+  const cmd = parent.command('fetch')
+    .description('fetch all content for an image into the content store')
+    .argument('[ref]')
+    .option('--platform <platform>', 'Pull content from a specific platform', collect, [])
+    .option('--all-platforms', 'pull content from all platforms')
+    .option('--all-metadata', 'Pull metadata for all platforms')
+    .option('--label <key=value>', 'labels to attach to the image', collect, []);
+  registryFlags(cmd);
+  cmd.action(action(async (ctx, [ref], opts) => {
+    if (!ref) throw new UsageError('please provide an image reference to fetch');
+    await runPull(ctx, ref, { ...opts, unpack: false });
+  }));
+  return cmd;
+}
+
 async function runPull(ctx: CliContext, ref: string, opts: Record<string, any>): Promise<void> {
   const { pull } = await import('../../../client/pull/pull.js');
   const { ProgressTracker, showProgress, formatDuration } = await import('../../../client/pull/progress.js');
