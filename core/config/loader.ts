@@ -52,15 +52,62 @@ function readText(file: string): string {
   }
 }
 
-/** Expands `*` and `?` in the last path component (the form containerd's imports use). */
+/**
+ * Expands `*`, `?` and `[...]` classes in the last path component (the form containerd's
+ * imports use, with Go's filepath.Match syntax; `\\` escapes). A malformed pattern throws
+ * "syntax error in pattern", as Go's ErrBadPattern.
+ */
 export function expandGlob(pattern: string): string[] {
-  if (!/[*?[]/.test(pattern)) return [pattern];
+  if (!/[*?[\\]/.test(pattern)) return [pattern];
   const dir = dirname(pattern);
-  const re = new RegExp(
-    '^' + basename(pattern).replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]') + '$',
-  );
+  const re = globRegExp(basename(pattern));
   if (!existsSync(dir)) return [];
   return readdirSync(dir).filter((n) => re.test(n)).sort().map((n) => join(dir, n));
+}
+
+function globRegExp(glob: string): RegExp {
+  const bad = () => new Error('syntax error in pattern');
+  const literal = (c: string) => c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  let re = '^';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '\\') {
+      if (i + 1 >= glob.length) throw bad();
+      re += literal(glob[++i]!);
+    } else if (c === '[') {
+      let j = i + 1;
+      let cls = '';
+      if (glob[j] === '^') {
+        cls = '^';
+        j++;
+      }
+      const start = j;
+      for (; j < glob.length && glob[j] !== ']'; j++) {
+        const ch = glob[j]!;
+        if (ch === '\\') {
+          if (j + 1 >= glob.length) throw bad();
+          cls += literal(glob[++j]!);
+        } else if (ch === '-' && j > start && j + 1 < glob.length && glob[j + 1] !== ']') {
+          cls += '-';
+        } else {
+          cls += literal(ch);
+        }
+      }
+      if (j >= glob.length || j === start) throw bad();
+      re += `[${cls}]`;
+      i = j;
+    } else {
+      re += literal(c);
+    }
+  }
+  try {
+    return new RegExp(`${re}$`);
+  } catch {
+    // A range whose ends are out of order ("[z-a]").
+    throw bad();
+  }
 }
 
 /** Maps a version 1 file to version 2: plugin sections and plugin lists keyed by bare id. */
@@ -116,9 +163,13 @@ export async function loadConfig(path: string | undefined, opts: { explicit: boo
       checkShape(raw, defaultConfig() as unknown as Record<string, unknown>, file, warnings, OPEN_TABLES);
       checkOpenTables(raw, file);
       files.push(file);
-      const imports = ((raw.imports as string[] | undefined) ?? []).flatMap((p) =>
-        expandGlob(isAbsolute(p) ? p : resolve(dirname(file), p)),
-      );
+      const imports = ((raw.imports as string[] | undefined) ?? []).flatMap((p) => {
+        try {
+          return expandGlob(isAbsolute(p) ? p : resolve(dirname(file), p));
+        } catch (err) {
+          throw new ConfigError(`${file}: imports: bad pattern ${JSON.stringify(p)}: ${(err as Error).message}`);
+        }
+      });
       mergeFile(merged, { ...raw, imports: undefined });
       pending.push(...imports);
     }

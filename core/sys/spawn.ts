@@ -210,11 +210,7 @@ export async function spawnProcess(file: string, args: readonly string[], opts: 
     } catch { /* already gone */ }
   }, opts.timeoutMs) : undefined;
   const [stdout, stderr] = await Promise.all([stdoutDone, stderrDone]);
-  const status = await new Promise<number>((resolve) => {
-    const st = [0];
-    // Blocks a thread-pool thread until the child exits, which it has normally done by now.
-    l.waitpid.async(pid, st, 0, (e: unknown, ret: number) => resolve(e || ret !== pid ? -1 : st[0]!));
-  });
+  const status = await reap(l, pid);
   clearTimeout(timer);
   const signaled = status >= 0 && (status & 0x7f) !== 0;
   return {
@@ -226,3 +222,28 @@ export async function spawnProcess(file: string, args: readonly string[], opts: 
     timedOut,
   };
 }
+
+const WNOHANG = 1;
+const ECHILD = 10;
+
+/**
+ * The child's wait status. A blocking waitpid on a thread-pool thread (the child has normally
+ * exited by now, having closed its output); should that call come back without the status
+ * (interrupted), polling with WNOHANG on this thread takes over. -1 when the status is gone.
+ */
+async function reap(l: SpawnLib, pid: number): Promise<number> {
+  const blocking = await new Promise<number>((resolve) => {
+    const st = [0];
+    l.waitpid.async(pid, st, 0, (e: unknown, ret: number) => resolve(e || ret !== pid ? -1 : st[0]!));
+  });
+  if (blocking !== -1) return blocking;
+  for (;;) {
+    const st = [0];
+    l.koffi.errno(0);
+    const ret = l.waitpid(pid, st, WNOHANG);
+    if (ret === pid) return st[0]!;
+    if (ret === -1 && l.koffi.errno() === ECHILD) return -1;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+

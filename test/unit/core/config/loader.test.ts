@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../../../core/config/loader.js';
+import { expandGlob, loadConfig } from '../../../../core/config/loader.js';
 import { ConfigError } from '../../../../core/config/shape.js';
 import { parseDuration } from '../../../../core/config/duration.js';
 import { Kernel } from '../../../../core/plugin/kernel.js';
@@ -106,4 +106,20 @@ test('durations parse like Go', () => {
   assert.equal(parseDuration('0s'), 0);
   assert.equal(parseDuration('1.5s'), 1500);
   assert.throws(() => parseDuration('soon', 'schedule_delay'), /schedule_delay: expected a duration/);
+});
+
+test('imports: Go glob syntax (classes, negation, ranges, escapes); a malformed pattern is a ConfigError naming it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-glob-'));
+  mkdirSync(join(dir, 'd'));
+  for (const n of ['a1.toml', 'b2.toml', 'c3.toml', '[x].toml']) writeFileSync(join(dir, 'd', n), '');
+  const names = (pattern: string) => expandGlob(join(dir, 'd', pattern)).map((p) => p.slice(join(dir, 'd').length + 1));
+  assert.deepEqual(names('[ab]?.toml'), ['a1.toml', 'b2.toml']);
+  assert.deepEqual(names('[^ab]?.toml'), ['c3.toml']);
+  assert.deepEqual(names('[a-b][0-9].toml'), ['a1.toml', 'b2.toml']);
+  assert.deepEqual(names('\\[x].toml'), ['[x].toml']);
+  for (const bad of ['x[1', '[]', 'a\\', '[z-a].toml']) assert.throws(() => expandGlob(join(dir, 'd', bad)), /syntax error in pattern/, bad);
+  const main = join(dir, 'main.toml');
+  writeFileSync(main, 'version = 2\nimports = ["d/*.toml", "WvJ{m3Lp[1"]\n');
+  await assert.rejects(loadConfig(main, { explicit: true }), (e: Error) =>
+    e instanceof ConfigError && e.message.includes(`${main}: imports: bad pattern "WvJ{m3Lp[1": syntax error in pattern`));
 });
