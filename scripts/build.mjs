@@ -66,6 +66,13 @@ await build({
   banner: { js: "var __berthImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 await build({ ...common, entryPoints: { launcher: join(repo, 'cmd/launcher.ts') }, outdir: staging, format: 'cjs', sourcemap: false });
+// The launcher compiles each bundle with vm.Script, which has no module loader: an import()
+// esbuild leaves in place (of a Node builtin, say) throws "A dynamic import callback was not
+// specified" when it runs. Refuse such a bundle instead of shipping a command that fails later.
+for (const name of Object.keys(entryPoints)) {
+  const found = /\bimport\(\s*["'`]([^"'`]+)/.exec(readFileSync(join(staging, `${name}.cjs`), 'utf8'));
+  if (found) throw new Error(`build: ${name}.cjs keeps a dynamic import("${found[1]}"); use a static import or require for it`);
+}
 writeFileSync(join(staging, 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);
 for (const name of Object.keys(entryPoints)) {
   const buildId = createHash('sha256').update(readFileSync(join(staging, `${name}.cjs`))).digest('hex').slice(0, 16);

@@ -44,6 +44,30 @@ describe('tasks with runc v2 shims', () => {
     if (rootfs) rmSync(rootfs, { recursive: true, force: true });
   });
 
+  test('berth and ctr containers create give the same OCI spec for the same flags', async () => {
+    const flagSets = [
+      [],
+      ['--env', 'FOO=bar', '--env', 'X=y', '--cwd', '/tmp'],
+      ['--net-host'],
+      ['--read-only', '--tty'],
+      ['--label', 'a=b', '--annotation', 'k=v'],
+      ['--mount', 'type=bind,src=/etc,dst=/hostetc,options=rbind:ro'],
+      ['--memory-limit', '67108864', '--cap-add', 'CAP_SYS_ADMIN', '--cap-drop', 'CAP_CHOWN', '--allow-new-privs'],
+      ['--with-ns', 'network:/proc/1/ns/net'],
+    ];
+    for (const [i, flags] of flagSets.entries()) {
+      const specOf = async (tool: 'ctr' | 'berth', id: string) => {
+        const args = ['containers', 'create', '--rootfs', ...flags, rootfs, id, '/bin/true'];
+        const r = tool === 'ctr' ? await C(...args) : await B(args);
+        assert.equal(r.code, 0, `${tool} ${args.join(' ')}: ${r.stderr}`);
+        const info = await C('containers', 'info', '--spec', id);
+        await C('containers', 'rm', id);
+        return info.stdout.replaceAll(id, 'ID');
+      };
+      assert.equal(await specOf('berth', `sb${i}`), await specOf('ctr', `sc${i}`), flags.join(' ') || '(no flags)');
+    }
+  });
+
   test('ctr run --rm prints the output and removes everything', async () => {
     const r = await C('run', '--rm', '--rootfs', rootfs, 'c1', '/bin/echo', 'hello');
     assert.equal(r.code, 0, r.stderr);

@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import { mkdtemp, readFile, rmdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { action, collect, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
@@ -223,7 +223,6 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
     if (opts.cwd) oci.withProcessCwd(spec, opts.cwd);
     if (opts.tty) oci.withTTY(spec);
     if (opts.netHost) {
-      const { hostname } = await import('node:os');
       oci.withHostNamespace(spec, 'network');
       oci.withMounts(spec, [
         { destination: '/etc/hosts', type: 'bind', source: '/etc/hosts', options: ['rbind', 'ro'] },
