@@ -5,7 +5,7 @@
  * Objects are built with their keys in the Go structs' field order, so the JSON a container
  * carries reads the same as ctr's.
  */
-import { lstat, readFile, readlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { isAbsolute, posix } from 'node:path';
 
 export interface SpecUser {
@@ -273,6 +273,82 @@ export function withDroppedCapabilities(s: Spec, caps: readonly string[]): void 
   for (const set of ['bounding', 'effective', 'permitted', 'inheritable', 'ambient'] as const) {
     if (c[set]) c[set] = c[set]!.filter((x) => !caps.includes(x));
   }
+}
+
+/** Linux capability names by number (capability.h), as containerd's pkg/cap knows them. */
+const CAPABILITY_NAMES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL',
+  'CAP_SETGID', 'CAP_SETUID', 'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE',
+  'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_IPC_LOCK', 'CAP_IPC_OWNER',
+  'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME',
+  'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD', 'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG', 'CAP_WAKE_ALARM',
+  'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
+/** The names of the effective capabilities in a /proc/<pid>/status text (unknown bits left out). */
+export function effectiveCapabilities(status: string): string[] {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (!hex) return [];
+  const bits = BigInt(`0x${hex}`);
+  return CAPABILITY_NAMES.filter((_, i) => (bits >> BigInt(i)) & 1n);
+}
+
+/**
+ * `--privileged`, as ctr composes it: the caller's effective capabilities in the bounding,
+ * effective and permitted sets; no masked or read-only paths; writable sysfs and cgroupfs; no
+ * seccomp, SELinux label or AppArmor profile; every device allowed, and the host's devices.
+ */
+export async function withPrivileged(s: Spec): Promise<void> {
+  const caps = effectiveCapabilities(await readFile('/proc/self/status', 'utf8'));
+  const c = (processOf(s).capabilities ??= {});
+  c.bounding = [...caps];
+  c.effective = [...caps];
+  c.permitted = [...caps];
+  const linux = (s.linux ??= {});
+  delete linux.maskedPaths;
+  delete linux.readonlyPaths;
+  for (const m of s.mounts ?? []) {
+    if ((m.type === 'sysfs' || m.type === 'cgroup') && m.options) m.options = m.options.map((o) => (o === 'ro' ? 'rw' : o));
+  }
+  delete processOf(s).selinuxLabel;
+  delete processOf(s).apparmorProfile;
+  delete linux.seccomp;
+  (linux.resources ??= {}).devices = [{ allow: true, access: 'rwm' }];
+  linux.devices = [...((linux.devices as unknown[] | undefined) ?? []), ...(await hostDevices('/dev'))];
+}
+
+/** Directories of /dev that hold no devices a container should get (containerd's list). */
+const SKIPPED_DEV_DIRS = new Set(['pts', 'shm', 'fd', 'mqueue', '.lxc', '.lxd-mounts', '.udev']);
+
+/** The host's device nodes below `dir`, walked as containerd's HostDevices does (sorted names). */
+async function hostDevices(dir: string): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
+  const names = (await readdir(dir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const e of names) {
+    const path = posix.join(dir, e.name);
+    if (e.isDirectory()) {
+      if (!SKIPPED_DEV_DIRS.has(e.name)) out.push(...(await hostDevices(path)));
+      continue;
+    }
+    if (e.name === 'console') continue;
+    let st;
+    try {
+      st = await lstat(path, { bigint: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    const type = st.isBlockDevice() ? 'b' : st.isCharacterDevice() ? 'c' : undefined;
+    if (!type) continue;
+    const rdev = st.rdev;
+    // glibc's gnu_dev_major/minor.
+    const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+    const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+    out.push({ type, path, major, minor, fileMode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid) });
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------ users and groups

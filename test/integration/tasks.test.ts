@@ -54,6 +54,8 @@ describe('tasks with runc v2 shims', () => {
       ['--mount', 'type=bind,src=/etc,dst=/hostetc,options=rbind:ro'],
       ['--memory-limit', '67108864', '--cap-add', 'CAP_SYS_ADMIN', '--cap-drop', 'CAP_CHOWN', '--allow-new-privs'],
       ['--with-ns', 'network:/proc/1/ns/net'],
+      ['--privileged'],
+      ['--privileged', '--cap-drop', 'CAP_SYS_ADMIN', '--read-only'],
     ];
     for (const [i, flags] of flagSets.entries()) {
       const specOf = async (tool: 'ctr' | 'berth', id: string) => {

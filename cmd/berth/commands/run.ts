@@ -222,6 +222,7 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
     if (args.length) oci.withProcessArgs(spec, args);
     if (opts.cwd) oci.withProcessCwd(spec, opts.cwd);
     if (opts.tty) oci.withTTY(spec);
+    if (opts.privileged) await oci.withPrivileged(spec);
     if (opts.netHost) {
       oci.withHostNamespace(spec, 'network');
       oci.withMounts(spec, [
@@ -342,6 +343,7 @@ export function containerFlags(cmd: Command): Command {
     .option('--annotation <annotation>', 'specify additional OCI annotations (e.g. foo=bar)', collect)
     .option('--mount <mount>', 'specify additional container mount (e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro)', collect)
     .option('--net-host', 'enable host networking for the container')
+    .option('--privileged', 'run privileged container')
     .option('--read-only', 'set the containers filesystem as readonly')
     .option('--runtime <name>', 'runtime name', DEFAULT_RUNTIME)
     .option('--runtime-config-path <path>', 'optional runtime config path')
