@@ -5,7 +5,7 @@
  * Objects are built with their keys in the Go structs' field order, so the JSON a container
  * carries reads the same as ctr's.
  */
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { isAbsolute, posix } from 'node:path';
 
 export interface SpecUser {
@@ -319,6 +319,56 @@ export async function withPrivileged(s: Spec): Promise<void> {
   linux.devices = [...((linux.devices as unknown[] | undefined) ?? []), ...(await hostDevices('/dev'))];
 }
 
+/**
+ * `--device PATH`: the device node at PATH, or every device below it when it is a directory,
+ * added with a cgroup rule allowing `permissions` for each (containerd's WithDevices).
+ */
+export async function withDevices(s: Spec, path: string, permissions = 'rwm'): Promise<void> {
+  let devices: Record<string, unknown>[];
+  let st;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    // Go's wording: "stat PATH: no such file or directory".
+    const reason = (err as Error).message.replace(/^E[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
+    throw new Error(`error stating device path: stat ${path}: ${reason}`, { cause: err });
+  }
+  if (st.isDirectory()) devices = await hostDevices(path);
+  else {
+    const one = await deviceAt(path, true);
+    if (!one) throw new Error('not a device node');
+    devices = [one];
+  }
+  const linux = (s.linux ??= {});
+  const rules = ((linux.resources ??= {}).devices ??= []);
+  linux.devices = (linux.devices as unknown[] | undefined) ?? [];
+  for (const d of devices) {
+    (linux.devices as unknown[]).push(d);
+    rules.push({ allow: true, type: d.type as string, major: d.major as number, minor: d.minor as number, access: permissions });
+  }
+}
+
+/**
+ * The device node at `path` (not following a final symlink), in the OCI spec's form; undefined
+ * when it is no device (or a fifo, unless `fifos`) or is gone.
+ */
+async function deviceAt(path: string, fifos: boolean): Promise<Record<string, unknown> | undefined> {
+  let st;
+  try {
+    st = await lstat(path, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const type = st.isBlockDevice() ? 'b' : st.isCharacterDevice() ? 'c' : st.isFIFO() && fifos ? 'p' : undefined;
+  if (!type) return undefined;
+  const rdev = st.rdev;
+  // glibc's gnu_dev_major/minor.
+  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  return { type, path, major, minor, fileMode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid) };
+}
+
 /** Directories of /dev that hold no devices a container should get (containerd's list). */
 const SKIPPED_DEV_DIRS = new Set(['pts', 'shm', 'fd', 'mqueue', '.lxc', '.lxd-mounts', '.udev']);
 
@@ -333,20 +383,8 @@ async function hostDevices(dir: string): Promise<Record<string, unknown>[]> {
       continue;
     }
     if (e.name === 'console') continue;
-    let st;
-    try {
-      st = await lstat(path, { bigint: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    const type = st.isBlockDevice() ? 'b' : st.isCharacterDevice() ? 'c' : undefined;
-    if (!type) continue;
-    const rdev = st.rdev;
-    // glibc's gnu_dev_major/minor.
-    const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-    const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
-    out.push({ type, path, major, minor, fileMode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid) });
+    const device = await deviceAt(path, false);
+    if (device) out.push(device);
   }
   return out;
 }

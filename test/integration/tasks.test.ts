@@ -56,6 +56,7 @@ describe('tasks with runc v2 shims', () => {
       ['--with-ns', 'network:/proc/1/ns/net'],
       ['--privileged'],
       ['--privileged', '--cap-drop', 'CAP_SYS_ADMIN', '--read-only'],
+      ['--device', '/dev/null', '--device', '/dev/net', '--rootfs-propagation', 'shared'],
     ];
     for (const [i, flags] of flagSets.entries()) {
       const specOf = async (tool: 'ctr' | 'berth', id: string) => {

@@ -264,6 +264,8 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
     if (opts.allowNewPrivs) oci.withNewPrivileges(spec);
     if (opts.cgroup !== undefined) oci.withCgroup(spec, opts.cgroup);
     if (opts.memoryLimit) oci.withMemoryLimit(spec, Number(opts.memoryLimit));
+    for (const dev of (opts.device ?? []) as string[]) await oci.withDevices(spec, dev, 'rwm');
+    if (opts.rootfsPropagation) (spec.linux ??= {}).rootfsPropagation = opts.rootfsPropagation;
     oci.withAnnotations(spec, labels);
 
     const runtime = await runtimeOf(opts);
@@ -344,6 +346,8 @@ export function containerFlags(cmd: Command): Command {
     .option('--mount <mount>', 'specify additional container mount (e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro)', collect)
     .option('--net-host', 'enable host networking for the container')
     .option('--privileged', 'run privileged container')
+    .option('--device <path>', 'file path to a device to add to the container; or a path to a directory tree of devices to add to the container', collect)
+    .option('--rootfs-propagation <mode>', 'set the propagation of the container rootfs')
     .option('--read-only', 'set the containers filesystem as readonly')
     .option('--runtime <name>', 'runtime name', DEFAULT_RUNTIME)
     .option('--runtime-config-path <path>', 'optional runtime config path')

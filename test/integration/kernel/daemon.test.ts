@@ -92,6 +92,8 @@ test('berth and ctr report the same errors for missing or malformed targets', as
     ['containers', 'create'],
     ['images', 'export', '/nonexistent/dir/out.tar', 'some/image:tag'],
     ['images', 'export', '/tmp', 'some/image:tag'],
+    ['containers', 'create', '--rootfs', '--device', '/nonexistent', '/tmp', 'dev1', '/bin/true'],
+    ['containers', 'create', '--rootfs', '--device', '/etc/hostname', '/tmp', 'dev2', '/bin/true'],
   ]) {
     assert.deepEqual(norm(await berth(d.address, args)), norm(await ctr(d.address, args)), args.join(' '));
   }
