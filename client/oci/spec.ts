@@ -7,6 +7,7 @@
  */
 import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { isAbsolute, posix } from 'node:path';
+import { goErrnoText } from '../../core/sys/errno.js';
 
 export interface SpecUser {
   uid: number;
@@ -329,9 +330,7 @@ export async function withDevices(s: Spec, path: string, permissions = 'rwm'): P
   try {
     st = await stat(path);
   } catch (err) {
-    // Go's wording: "stat PATH: no such file or directory".
-    const reason = (err as Error).message.replace(/^E[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
-    throw new Error(`error stating device path: stat ${path}: ${reason}`, { cause: err });
+    throw new Error(`error stating device path: stat ${path}: ${goErrnoText(err as NodeJS.ErrnoException)}`, { cause: err });
   }
   if (st.isDirectory()) devices = await hostDevices(path);
   else {

@@ -81,10 +81,3 @@ export function logLine(level: 'warning' | 'error', msg: string, error?: string)
   const time = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   process.stderr.write(`time="${time}" level=${level} msg=${JSON.stringify(msg)}${error === undefined ? '' : ` error=${JSON.stringify(error)}`}\n`);
 }
-
-/** The description of a Node file-system error alone ("no such file or directory"), as Go words it. */
-export function errnoText(err: NodeJS.ErrnoException): string {
-  // libuv's wording matches Go's strerror text except for EISDIR.
-  if (err.code === 'EISDIR') return 'is a directory';
-  return err.message.replace(/^E[A-Z]+: /, '').replace(/, \w+ '.*'$/, '');
-}

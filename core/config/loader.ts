@@ -89,9 +89,8 @@ function globRegExp(glob: string): RegExp {
         if (ch === '\\') {
           if (j + 1 >= glob.length) throw bad();
           cls += literal(glob[++j]!);
-        } else if (ch === '-' && j > start && j + 1 < glob.length && glob[j + 1] !== ']') {
-          cls += '-';
         } else {
+          // '-' passes through unescaped: a range between two characters, a literal at either end.
           cls += literal(ch);
         }
       }

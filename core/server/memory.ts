@@ -63,6 +63,9 @@ function residentFileBytes(): number {
 
 const releaseFilePages = () => releaseCleanFilePages(() => readFileSync('/proc/self/smaps', 'utf8'));
 
+/** RSS grew by at most 1 MiB since the previous sample: whatever burst there was is over. */
+const isSettled = (rss: number, previous: number) => rss <= previous + (1 << 20);
+
 export interface TrimLimits {
   growth: number;
   busyGrowth: number;
@@ -77,7 +80,7 @@ export interface TrimLimits {
 export function trimDue(rss: number, previous: number, baseline: number, sinceTrimMs: number, limits: TrimLimits): boolean {
   const grown = rss - baseline;
   if (grown < limits.growth) return false;
-  if (rss <= previous + (1 << 20)) return true;
+  if (isSettled(rss, previous)) return true;
   return grown >= limits.busyGrowth && sinceTrimMs >= limits.busyTrimEveryMs;
 }
 
@@ -103,7 +106,7 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
   };
   const timer = setInterval(() => {
     const rss = process.memoryUsage.rss();
-    const settled = rss <= previous + (1 << 20);
+    const settled = isSettled(rss, previous);
     const due = trimDue(rss, previous, baseline, performance.now() - trimmedAt, limits);
     previous = rss;
     if (due) {

@@ -36,6 +36,16 @@ function errnoDescription(errno: number): string {
 }
 
 /**
+ * A failed file-system call's reason as Go words it ("no such file or directory"), for
+ * messages that must read like containerd's or ctr's: libuv's description of the errno, which
+ * is the C library's text except for EISDIR.
+ */
+export function goErrnoText(err: NodeJS.ErrnoException): string {
+  if (err.code === 'EISDIR') return 'is a directory';
+  return err.errno === undefined ? err.message : errnoDescription(err.errno);
+}
+
+/**
  * Builds the error. Like Node's own fs errors, `errno` is negative (libuv convention) and the
  * message reads "CODE: description, syscall 'path'" so logs look the same as fs failures.
  */

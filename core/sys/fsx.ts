@@ -24,7 +24,6 @@ interface FsxLib {
   lremovexattr: Fn;
 }
 
-
 let lib: FsxLib | undefined;
 
 function libc(): FsxLib {

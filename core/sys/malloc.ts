@@ -16,7 +16,6 @@
  */
 import { openLibc } from './syscalls.js';
 
-
 interface Malloc {
   mallopt: (param: number, value: number) => number;
   trim: (pad: number) => number;
@@ -31,7 +30,6 @@ let lib: Malloc | null | undefined;
 function load(): Malloc | null {
   if (lib !== undefined) return lib;
   lib = null;
-  if (process.platform !== 'linux') return lib;
   try {
     const { lib: libc } = openLibc();
     lib = {
@@ -40,7 +38,7 @@ function load(): Malloc | null {
       madvise: libc.func('int madvise(uintptr_t addr, size_t length, int advice)') as Malloc['madvise'],
     };
   } catch {
-    // koffi or libc unavailable, or no such symbol (musl has no malloc_trim): run untuned
+    // Not Linux, koffi or libc unavailable, or no such symbol (musl has no malloc_trim): run untuned
   }
   return lib;
 }

@@ -37,7 +37,6 @@ interface SpawnLib {
   attrFlags: Fn;
   attrSigDefault: Fn;
   attrSigMask: Fn;
-  sigemptyset: Fn;
   pipe2: Fn;
   waitpid: Fn;
 }
@@ -73,7 +72,6 @@ function load(): SpawnLib | null {
       attrFlags: fn('int posix_spawnattr_setflags(void *attr, short flags)'),
       attrSigDefault: fn('int posix_spawnattr_setsigdefault(void *attr, const void *set)'),
       attrSigMask: fn('int posix_spawnattr_setsigmask(void *attr, const void *set)'),
-      sigemptyset: fn('int sigemptyset(void *set)'),
       pipe2: fn('int pipe2(_Out_ int *fds, int flags)'),
       waitpid: fn('int waitpid(int pid, _Out_ int *status, int options)'),
     };
@@ -143,6 +141,7 @@ export async function spawnProcess(file: string, args: readonly string[], opts: 
   // Every signal back to its default, glibc's internal real-time ones included (sigfillset
   // leaves those out, and an ignored disposition survives exec).
   const allSignals = Buffer.alloc(SIGSET_BYTES, 0xff);
+  // Zero-filled: the empty set.
   const noSignals = Buffer.alloc(SIGSET_BYTES);
   const opened: number[] = [];
   const closeAll = (fds: number[]) => {
@@ -175,7 +174,6 @@ export async function spawnProcess(file: string, args: readonly string[], opts: 
     l.faDup2(actions, out[1], 1);
     l.faDup2(actions, err ? err[1] : out[1], 2);
     if (opts.cwd) l.faChdir(actions, opts.cwd);
-    l.sigemptyset(noSignals);
     l.attrSigDefault(attr, allSignals);
     l.attrSigMask(attr, noSignals);
     l.attrFlags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);

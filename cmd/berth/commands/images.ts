@@ -3,7 +3,6 @@
  * flags and output. The work is done by client/pull and client/images; this file parses flags
  * and prints.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
 import { once } from 'node:events';
@@ -13,7 +12,8 @@ import { rootCertificates } from 'node:tls';
 import type { Command } from 'commander';
 import { action, collect, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
-import { errnoText, logLine } from '../output.js';
+import { logLine } from '../output.js';
+import { goErrnoText } from '../../../core/sys/errno.js';
 import { isAlreadyExists, isNotFound, messageOf } from '../../../core/errdefs/errdefs.js';
 import type { ResolverOptions } from '../../../client/remotes/resolver.js';
 import type { RegistryHosts } from '../../../client/remotes/types.js';
@@ -399,7 +399,7 @@ export function register(program: Command): void {
     if (input !== '-') {
       // Opened first so a missing or unreadable file is one clear line, as with ctr.
       const file = await open(input, 'r').catch((err: NodeJS.ErrnoException) => {
-        throw new Error(`open ${input}: ${errnoText(err)}`);
+        throw new Error(`open ${input}: ${goErrnoText(err)}`);
       });
       if ((await file.stat()).isDirectory()) {
         await file.close();
@@ -439,7 +439,7 @@ export function register(program: Command): void {
       if (out !== '-') {
         // Opened first so an unwritable path is one clear line, as with ctr.
         const file = await open(out, 'w').catch((err: NodeJS.ErrnoException) => {
-          throw new Error(`open ${out}: ${errnoText(err)}`);
+          throw new Error(`open ${out}: ${goErrnoText(err)}`);
         });
         stream = file.createWriteStream();
       }

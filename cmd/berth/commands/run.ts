@@ -391,7 +391,6 @@ export function register(program: Command): void {
     if (opts.rm && opts.detach) throw new UsageError('flags --detach and --rm cannot be specified together');
     if (!positionals[0]) throw new UsageError('image ref must be provided');
     if (!positionals[1]) throw new UsageError('container id must be provided');
-    checkNumericFlags(opts);
     const created = await newContainer(ctx, positionals, opts);
     const svc = await services(ctx);
     try {
