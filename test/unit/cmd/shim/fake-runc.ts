@@ -58,8 +58,9 @@ case "$cmd" in
     ;;
   exec)
     cp "$process" "$D/process-$id"
-    sh -c "$(cat "$D/exec-cmd-$id")" &
-    echo $! > "$pidfile"
+    # Forked from a subshell that exits at once, so the process goes straight to the subreaper
+    # (as runc's does) and never stays a child this script could collect.
+    ( sh -c "$(cat "$D/exec-cmd-$id")" & echo $! > "$pidfile" )
     ;;
   kill)
     sig="$2"
