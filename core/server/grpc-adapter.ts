@@ -4,11 +4,10 @@
  * encodes its responses and maps thrown errdefs classes to gRPC statuses. Methods a service
  * does not implement answer UNIMPLEMENTED. The wire side of a call is grpc-call.ts.
  */
-import type { IncomingHttpHeaders } from 'node:http2';
 import { Code, codeOf, messageOf, NotImplementedError } from '../errdefs/errdefs.js';
 import { LEASE_HEADER, NAMESPACE_HEADER, type RequestContext } from '../namespaces/namespaces.js';
 import type { Logger } from '../log/logger.js';
-import { CallError, type CallStatus, type ServerCall } from './grpc-call.js';
+import { CallError, type CallHeaders, type CallStatus, type ServerCall } from './grpc-call.js';
 
 /** One method entry of a ts-proto grpc-js service definition. */
 export interface MethodDef {
@@ -29,7 +28,7 @@ export type ResponseOf<M extends MethodDef> = ReturnType<M['responseDeserialize'
 export interface CallContext extends RequestContext {
   signal: AbortSignal;
   /** The request's HTTP/2 headers (gRPC metadata), names in lower case. */
-  headers: IncomingHttpHeaders;
+  headers: CallHeaders;
 }
 
 /** A bidirectional call as its handler sees it: decoded requests in, responses out. */
@@ -66,9 +65,8 @@ export interface GrpcServiceBinding {
   methods: ReadonlyMap<string, ServeFn>;
 }
 
-function header(headers: IncomingHttpHeaders, key: string): string | undefined {
-  const v = headers[key];
-  return Array.isArray(v) ? v[0] : v;
+function header(headers: CallHeaders, key: string): string | undefined {
+  return headers[key];
 }
 
 /** A served call's context and the hook the adapter calls once the handler has settled. */

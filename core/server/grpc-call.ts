@@ -3,13 +3,13 @@
  * directions, the response headers and the status trailers, the client's deadline
  * (`grpc-timeout`) and cancellation (the stream closing before the status was sent).
  *
- * berthd serves gRPC on Node's http2 module directly instead of through grpc-js's server: the
- * protocol a server needs is this small, and every `ctr` invocation is a new connection with a
- * dozen short calls, where grpc-js's general-purpose layers (interceptors, metadata objects,
- * per-call timers and event plumbing) cost about a millisecond per connection. grpc-js stays
- * the client (client/, proxy plugins).
+ * berthd serves gRPC on its own HTTP/2 server (api/http2) instead of grpc-js's server or Node's
+ * http2 module: the protocol a server needs is this small, and every `ctr` invocation is a new
+ * connection with a dozen short calls, where general-purpose layers (interceptors, metadata
+ * objects, per-stream Duplex objects and event plumbing) were most of the daemon's cost per
+ * call. grpc-js stays the client (client/, proxy plugins).
  */
-import type * as http2 from 'node:http2';
+import type { ServerStream } from '../../api/http2/server-stream.js';
 import { gunzipSync, inflateSync } from 'node:zlib';
 import { Code } from '../errdefs/errdefs.js';
 
@@ -139,39 +139,46 @@ export class MessageReader {
 
 type CancelListener = () => void;
 
+/** Request headers of a call, names in lower case (gRPC metadata among them). */
+export type CallHeaders = Readonly<Record<string, string | undefined>>;
+
 /** The server side of one call. Requests and responses are raw (serialized) messages. */
 export class ServerCall {
-  readonly headers: http2.IncomingHttpHeaders;
+  readonly headers: CallHeaders;
   private readonly reader: MessageReader;
   private readonly queue: Buffer[] = [];
   /** The reader waiting for the next request message, if any. */
   private pull: { resolve: (r: IteratorResult<Buffer>) => void; reject: (err: CallError) => void } | undefined;
   private failure: CallError | undefined;
   private requestEnded = false;
-  private headersSent = false;
   private finished = false;
   private isCancelled = false;
   private cancelListeners: CancelListener[] = [];
-  private trailers: http2.OutgoingHttpHeaders | undefined;
   private deadline: NodeJS.Timeout | undefined;
+  private drainWaiters: (() => void)[] = [];
 
-  constructor(private readonly stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, private readonly limits: CallLimits) {
+  constructor(private readonly stream: ServerStream, private readonly limits: CallLimits) {
+    const headers = stream.headers;
     this.headers = headers;
     const encoding = headers['grpc-encoding'];
-    this.reader = new MessageReader(limits.maxRecvMessageSize, typeof encoding === 'string' && encoding !== 'identity' ? encoding : undefined);
-    stream.on('error', () => undefined);
-    stream.on('close', () => {
+    this.reader = new MessageReader(limits.maxRecvMessageSize, encoding !== undefined && encoding !== 'identity' ? encoding : undefined);
+    stream.onclose = () => {
       if (this.deadline) clearTimeout(this.deadline);
       if (!this.finished) this.cancel();
       this.deliverEnd();
-    });
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('end', () => {
+    };
+    stream.ondata = (chunk) => this.onData(chunk);
+    stream.onend = () => {
       this.requestEnded = true;
       if (!this.failure && this.reader.pending > 0) this.fail(new CallError(Code.INTERNAL, 'request stream ended inside a message'));
       this.deliverEnd();
-    });
-    const timeoutMs = parseTimeout(headers['grpc-timeout'] as string | undefined);
+    };
+    stream.ondrain = () => {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    };
+    const timeoutMs = parseTimeout(headers['grpc-timeout']);
     if (timeoutMs !== undefined) {
       this.deadline = setTimeout(() => {
         if (this.finished) return;
@@ -197,11 +204,11 @@ export class ServerCall {
       next: () => {
         const msg = this.queue.shift();
         if (msg) {
-          if (this.queue.length < 2 && this.stream.isPaused()) this.stream.resume();
+          if (this.queue.length < 2 && this.stream.paused) this.stream.resume();
           return Promise.resolve({ value: msg, done: false });
         }
         if (this.failure) return Promise.reject(this.failure);
-        if (this.requestEnded || this.stream.destroyed) return Promise.resolve({ value: undefined, done: true });
+        if (this.requestEnded || this.stream.closed) return Promise.resolve({ value: undefined, done: true });
         return new Promise<IteratorResult<Buffer>>((resolve, reject) => {
           this.pull = { resolve, reject };
         });
@@ -223,30 +230,17 @@ export class ServerCall {
 
   /** Sends one response message; resolves when the stream can take more. */
   send(message: Buffer): Promise<void> {
-    if (this.finished || this.stream.destroyed || this.stream.closed) return Promise.resolve();
+    if (this.finished || this.stream.closed) return Promise.resolve();
     if (message.length > this.limits.maxSendMessageSize) {
       return Promise.reject(new CallError(Code.RESOURCE_EXHAUSTED, `Sent message larger than max (${message.length} vs. ${this.limits.maxSendMessageSize})`));
     }
-    try {
-      this.sendHeaders();
-    } catch {
-      // Reset meanwhile: the 'close' event cancels the call.
-      return Promise.resolve();
-    }
-    const frame = Buffer.allocUnsafe(PREFIX + message.length);
-    frame[0] = 0;
-    frame.writeUInt32BE(message.length, 1);
-    message.copy(frame, PREFIX);
-    if (this.stream.write(frame)) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        this.stream.off('drain', done);
-        this.stream.off('close', done);
-        resolve();
-      };
-      this.stream.on('drain', done);
-      this.stream.on('close', done);
-    });
+    this.stream.respond(RESPONSE_HEADERS, false);
+    const prefix = Buffer.allocUnsafe(PREFIX);
+    prefix[0] = 0;
+    prefix.writeUInt32BE(message.length, 1);
+    this.stream.write(prefix);
+    if (this.stream.write(message)) return Promise.resolve();
+    return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
   }
 
   /** Ends the call with a status (once; later calls are ignored). */
@@ -254,42 +248,16 @@ export class ServerCall {
     if (this.finished) return;
     this.finished = true;
     if (this.deadline) clearTimeout(this.deadline);
-    if (this.stream.destroyed || this.stream.closed) return;
-    const trailers = { 'grpc-status': String(status.code), 'grpc-message': encodeStatusMessage(status.message) };
-    // Requests nobody will read are drained so the client's flow control never stalls.
-    if (!this.requestEnded) {
-      this.queue.length = 0;
-      this.stream.removeAllListeners('data');
-      this.stream.on('data', () => undefined);
-      this.stream.resume();
+    if (this.stream.closed) return;
+    // Requests nobody will read: the stream discards them from here on.
+    this.queue.length = 0;
+    const trailers: [string, string][] = [['grpc-status', String(status.code)], ['grpc-message', encodeStatusMessage(status.message)]];
+    if (!this.stream.headersSent) {
+      // Trailers-only: the status travels in the response headers.
+      this.stream.respond([...RESPONSE_HEADERS, ...trailers], true);
+      return;
     }
-    // The stream can still be reset by the client at any point: nothing here may throw into
-    // the handler's settlement.
-    try {
-      if (!this.headersSent) {
-        // Trailers-only: the status travels in the response headers.
-        this.headersSent = true;
-        this.stream.respond({ ...responseHeaders(), ...trailers }, { endStream: true });
-        return;
-      }
-      this.trailers = trailers;
-      this.stream.end();
-    } catch {
-      this.stream.destroy();
-    }
-  }
-
-  private sendHeaders(): void {
-    if (this.headersSent) return;
-    this.headersSent = true;
-    this.stream.once('wantTrailers', () => {
-      try {
-        this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(Code.OK), 'grpc-message': '' });
-      } catch {
-        this.stream.destroy();
-      }
-    });
-    this.stream.respond(responseHeaders(), { waitForTrailers: true });
+    this.stream.end(trailers);
   }
 
   private onData(chunk: Buffer): void {
@@ -331,7 +299,6 @@ export class ServerCall {
     pull.resolve({ value: undefined, done: true });
   }
 
-
   private cancel(): void {
     if (this.isCancelled) return;
     this.isCancelled = true;
@@ -341,6 +308,8 @@ export class ServerCall {
   }
 }
 
-function responseHeaders(): http2.OutgoingHttpHeaders {
-  return { ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-accept-encoding': 'identity,deflate,gzip' };
-}
+const RESPONSE_HEADERS: readonly [string, string][] = [
+  [':status', '200'],
+  ['content-type', 'application/grpc+proto'],
+  ['grpc-accept-encoding', 'identity,deflate,gzip'],
+];

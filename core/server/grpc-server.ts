@@ -1,10 +1,12 @@
 /**
- * The daemon's gRPC listener on a unix socket: an HTTP/2 server whose streams become calls
- * (grpc-call.ts) of the methods that plugin instances expose through grpcServices(). The
- * server starts only after the whole plugin graph has booted.
+ * The daemon's gRPC listener on a unix socket: an HTTP/2 server (api/http2) whose streams
+ * become calls (grpc-call.ts) of the methods that plugin instances expose through
+ * grpcServices(). The server starts only after the whole plugin graph has booted.
  */
 import { rmSync } from 'node:fs';
-import * as http2 from 'node:http2';
+import { createServer } from 'node:net';
+import { ServerConnection } from '../../api/http2/server-connection.js';
+import type { ServerStream } from '../../api/http2/server-stream.js';
 import { Code } from '../errdefs/errdefs.js';
 import type { Logger } from '../log/logger.js';
 import type { GrpcServiceBinding, ServeFn } from './grpc-adapter.js';
@@ -48,40 +50,23 @@ export async function listenGrpc(opts: GrpcListenOptions): Promise<RunningServer
     for (const [p, serve] of s.methods) methods.set(p, serve);
   }
   const limits: CallLimits = { maxRecvMessageSize: opts.maxRecvMessageSize, maxSendMessageSize: opts.maxSendMessageSize };
-  const server = http2.createServer({
-    settings: { initialWindowSize: STREAM_WINDOW },
-    // In MiB. Node's default (10) refuses new streams once a session buffers more than that,
-    // which wide windows allow by design; the windows themselves bound what a client can send.
-    maxSessionMemory: 1 << 20,
-  });
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.on('close', () => sessions.delete(session));
-    session.on('error', (err) => opts.log.debug('gRPC connection error', { error: String(err) }));
-    try {
-      session.setLocalWindowSize(CONNECTION_WINDOW);
-    } catch (err) {
-      opts.log.debug('could not widen the connection window', { error: String(err) });
-    }
-  });
-  server.on('stream', (stream, headers) => {
-    const refuse = (status: number) => {
-      stream.on('error', () => undefined);
-      try {
-        stream.respond({ ':status': status }, { endStream: true });
-      } catch {
-        stream.destroy();
-      }
-    };
+  const onStream = (stream: ServerStream) => {
+    const headers = stream.headers;
+    const refuse = (status: number) => stream.respond([[':status', String(status)]], true);
     if (headers[':method'] !== 'POST') return refuse(405);
     const contentType = headers['content-type'];
-    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) return refuse(415);
-    const call = new ServerCall(stream, headers, limits);
+    if (contentType === undefined || !contentType.startsWith('application/grpc')) return refuse(415);
+    const call = new ServerCall(stream, limits);
     const path = headers[':path'] ?? '';
     const serve = methods.get(path);
     if (serve) serve(call);
     else call.finish({ code: Code.UNIMPLEMENTED, message: `unknown method ${path}` });
+  };
+  const connections = new Set<ServerConnection>();
+  const server = createServer((socket) => {
+    const conn = new ServerConnection(socket, { streamWindow: STREAM_WINDOW, connectionWindow: CONNECTION_WINDOW, onStream });
+    connections.add(conn);
+    conn.onclose = () => connections.delete(conn);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -97,8 +82,8 @@ export async function listenGrpc(opts: GrpcListenOptions): Promise<RunningServer
     close: async (graceMs = 2000) => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // GOAWAY to every client: in-flight calls finish, new ones go elsewhere.
-      for (const s of sessions) s.close();
-      const timer = setTimeout(() => { for (const s of sessions) s.destroy(); }, graceMs);
+      for (const c of connections) c.shutdown();
+      const timer = setTimeout(() => { for (const c of connections) c.destroy(); }, graceMs);
       await closed;
       clearTimeout(timer);
       rmSync(path, { force: true });
