@@ -30,6 +30,9 @@ export interface ServerConnectionOptions {
   onStream(stream: ServerStream): void;
 }
 
+const EMPTY = Buffer.alloc(0);
+const joined = (parts: Buffer[]) => (parts.length === 0 ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+
 class ConnectionError extends Error {
   constructor(readonly code: ErrorCode, message: string) {
     super(message);
@@ -123,7 +126,7 @@ export class ServerConnection {
           }
           if (cur.remaining === 0) {
             this.current = undefined;
-            this.onFrameEnd(cur.type, cur.flags, cur.streamId, cur.parts.length === 1 ? cur.parts[0]! : Buffer.concat(cur.parts));
+            this.onFrameEnd(cur.type, cur.flags, cur.streamId, joined(cur.parts));
           }
           continue;
         }
@@ -145,7 +148,7 @@ export class ServerConnection {
         this.current = { type, flags, streamId, remaining: length, parts: [], padded };
         if (length === 0) {
           this.current = undefined;
-          this.onFrameEnd(type, flags, streamId, Buffer.alloc(0));
+          this.onFrameEnd(type, flags, streamId, EMPTY);
         }
       }
     } catch (err) {
