@@ -115,7 +115,10 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
       trimMalloc();
       // Measured before the file pages go: the ones in use fault back in with the next
       // requests, and that must not count as growth (it would trim again every other second).
-      baseline = process.memoryUsage.rss();
+      // Only a quiet moment says what the process needs: a trim in the middle of a burst keeps
+      // the last quiet baseline, or the burst's own buffers (in use at that moment) would set
+      // it, and what they leave behind once the burst ends would never be trimmed.
+      if (settled) baseline = process.memoryUsage.rss();
       release();
       previous = process.memoryUsage.rss();
       return;
