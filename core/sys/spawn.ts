@@ -180,8 +180,12 @@ export async function spawnProcess(file: string, args: readonly string[], opts: 
     const envp: (string | null)[] = [];
     for (const [k, v] of Object.entries(opts.env)) if (v !== undefined) envp.push(`${k}=${v}`);
     envp.push(null);
-    // posix_spawn returns the error number instead of setting errno.
-    const rc = l.spawnp(pidOut, file, actions, attr, [file, ...args, null], envp);
+    // On a thread-pool thread: posix_spawn's vfork suspends the calling thread until the
+    // child has exec'd, a millisecond or more for a large binary, which the event loop would
+    // otherwise spend blocked. It returns the error number instead of setting errno.
+    const rc = await new Promise<number>((resolve, reject) => {
+      l.spawnp.async(pidOut, file, actions, attr, [file, ...args, null], envp, (e: unknown, ret: number) => (e ? reject(e) : resolve(ret)));
+    });
     if (rc !== 0) throw syscallError(rc, 'spawn', file);
   } catch (e) {
     closeAll(opened);
