@@ -3,8 +3,9 @@
  * pull, an ingest, many tasks) is over, the native memory it freed is handed back to the
  * kernel (malloc_trim), instead of staying resident in malloc's arenas until the next burst.
  *
- * A timer (unref'd: it never keeps the process alive) samples the resident set size. When it
- * has grown by more than `growthBytes` since the last trim and stopped growing, the burst is
+ * A timer (unref'd: it never keeps the process alive) samples the anonymous resident memory
+ * (file pages are the release's business, below). When it has grown by more than
+ * `growthBytes` since the last trim and stopped growing, the burst is
  * taken as over (a much larger growth is trimmed every few seconds even while work goes on):
  * a full garbage collection runs first (a Buffer's memory is malloc'd and only
  * freed when V8 collects the Buffer, which an idle daemon may not do for a long time), then
@@ -51,14 +52,20 @@ export interface TrimmerOptions {
   busyTrimEveryMs?: number;
 }
 
-/** Resident file-backed bytes of this process (0 where /proc is unavailable). */
-function residentFileBytes(): number {
+/**
+ * Resident bytes of this process: anonymous (heap, malloc, stacks: what a trim can return)
+ * and file-backed (code and data of the binary and libraries: what a release unmaps). Where
+ * /proc is unavailable, everything counts as anonymous.
+ */
+function residentBytes(): { anon: number; file: number } {
   try {
-    const m = /^RssFile:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
+    const status = readFileSync('/proc/self/status', 'utf8');
+    const kb = (field: RegExp) => Number(field.exec(status)?.[1] ?? NaN) * 1024;
+    const anon = kb(/^RssAnon:\s+(\d+) kB/m);
+    const file = kb(/^RssFile:\s+(\d+) kB/m);
+    if (Number.isFinite(anon) && Number.isFinite(file)) return { anon, file };
+  } catch { /* no /proc */ }
+  return { anon: process.memoryUsage.rss(), file: 0 };
 }
 
 const releaseFilePages = () => releaseCleanFilePages(() => readFileSync('/proc/self/smaps', 'utf8'));
@@ -92,44 +99,44 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
   };
   const releaseEvery = opts.releaseEveryMs ?? 10_000;
   let trimmedAt = 0;
-  // The size after the last trim, file pages still mapped: what the process needs. 0 makes the
-  // first settled sample after start-up trim.
+  // Anonymous memory after the last trim at a quiet moment: what the process needs. 0 makes the
+  // first settled sample after start-up trim. File pages are left out: the release below
+  // handles them, and the ones in use fault back in with the next requests, which must not
+  // count as growth.
   let baseline = 0;
-  let previous = process.memoryUsage.rss();
+  let previous = residentBytes().anon;
   // File pages resident right after the last release, and when that was.
   let releasedFiles = 0;
   let releasedAt = 0;
   const release = () => {
     releaseFilePages();
-    releasedFiles = residentFileBytes();
+    releasedFiles = residentBytes().file;
     releasedAt = performance.now();
   };
   const timer = setInterval(() => {
-    const rss = process.memoryUsage.rss();
-    const settled = isSettled(rss, previous);
-    const due = trimDue(rss, previous, baseline, performance.now() - trimmedAt, limits);
-    previous = rss;
+    const { anon, file } = residentBytes();
+    // Memory let go since (a worker thread that exited, a cache that shrank) lowers what
+    // counts as needed; otherwise a baseline taken while it was held would hide later growth.
+    if (baseline > 0 && anon < baseline) baseline = anon;
+    const settled = isSettled(anon, previous);
+    const due = trimDue(anon, previous, baseline, performance.now() - trimmedAt, limits);
+    previous = anon;
     if (due) {
       trimmedAt = performance.now();
       collectGarbage();
       trimMalloc();
-      // Measured before the file pages go: the ones in use fault back in with the next
-      // requests, and that must not count as growth (it would trim again every other second).
       // Only a quiet moment says what the process needs: a trim in the middle of a burst keeps
       // the last quiet baseline, or the burst's own buffers (in use at that moment) would set
       // it, and what they leave behind once the burst ends would never be trimmed.
-      if (settled) baseline = process.memoryUsage.rss();
+      previous = residentBytes().anon;
+      if (settled) baseline = previous;
       release();
-      previous = process.memoryUsage.rss();
       return;
     }
     if (!settled) return;
     // Code paths that ran since (each request faults some back in) are let go now and then,
     // not every quiet second: faulting them in again costs a few milliseconds.
-    if (performance.now() - releasedAt >= releaseEvery && residentFileBytes() - releasedFiles >= limits.growth) {
-      release();
-      previous = process.memoryUsage.rss();
-    }
+    if (performance.now() - releasedAt >= releaseEvery && file - releasedFiles >= limits.growth) release();
   }, opts.intervalMs ?? 1000);
   timer.unref();
   opts.signal.addEventListener('abort', () => clearInterval(timer), { once: true });
