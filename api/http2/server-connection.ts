@@ -28,6 +28,8 @@ export interface ServerConnectionOptions {
   maxHeaderListSize?: number;
   /** A client opened a stream; attach the handlers before returning. */
   onStream(stream: ServerStream): void;
+  /** The connection is closed for a protocol error (the message names it; sent as GOAWAY). */
+  onProtocolError?(message: string): void;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -487,6 +489,7 @@ export class ServerConnection {
 
   private fail(code: ErrorCode, message: string): void {
     if (this.closedConnection) return;
+    this.opts.onProtocolError?.(message);
     this.write(goawayFrame(this.lastStreamId, code, message));
     this.goawaySent = true;
     this.endSocket();

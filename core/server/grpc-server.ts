@@ -64,7 +64,12 @@ export async function listenGrpc(opts: GrpcListenOptions): Promise<RunningServer
   };
   const connections = new Set<ServerConnection>();
   const server = createServer((socket) => {
-    const conn = new ServerConnection(socket, { streamWindow: STREAM_WINDOW, connectionWindow: CONNECTION_WINDOW, onStream });
+    const conn = new ServerConnection(socket, {
+      streamWindow: STREAM_WINDOW,
+      connectionWindow: CONNECTION_WINDOW,
+      onStream,
+      onProtocolError: (message) => opts.log.debug('gRPC connection closed for a protocol error', { error: message }),
+    });
     connections.add(conn);
     conn.onclose = () => connections.delete(conn);
   });

@@ -21,6 +21,7 @@ const connections = new Set<ServerConnection>();
 /** What the last /hold request's stream saw, for the tests that drive it by hand. */
 let held: { stream: ServerStream; received: number } | undefined;
 let resets = 0;
+const protocolErrors: string[] = [];
 
 /**
  * /echo: answers with the request headers as JSON, then the request body back.
@@ -108,7 +109,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'berth-h2-'));
   socketPath = join(dir, 'h2.sock');
   server = createServer((socket) => {
-    const c = new ServerConnection(socket, { streamWindow: 1 << 20, connectionWindow: 4 << 20, onStream });
+    const c = new ServerConnection(socket, { streamWindow: 1 << 20, connectionWindow: 4 << 20, onStream, onProtocolError: (m) => protocolErrors.push(m) });
     connections.add(c);
     c.onclose = () => connections.delete(c);
   });
@@ -222,5 +223,6 @@ describe('HTTP/2 server connection', () => {
       pos += 9 + len;
     }
     assert.equal(goawayCode, 1);
+    assert.deepEqual(protocolErrors, ['not an HTTP/2 client preface']);
   });
 });
