@@ -91,52 +91,93 @@ export function trimDue(rss: number, previous: number, baseline: number, sinceTr
   return grown >= limits.busyGrowth && sinceTrimMs >= limits.busyTrimEveryMs;
 }
 
+export interface TrimPolicyLimits extends TrimLimits {
+  /** Shortest time between two releases of file pages that are not part of a trim (ms). */
+  releaseEveryMs: number;
+}
+
+/** One sample of the process: resident anonymous and file-backed bytes, and when (ms). */
+export interface MemorySample {
+  anon: number;
+  file: number;
+  now: number;
+}
+
+/**
+ * The trimmer's decisions, apart from its side effects (collections, malloc_trim, madvise) so
+ * that sequences of samples can be tested. Decisions are on anonymous memory: file pages are
+ * the release's business, and the ones in use fault back in with the next requests, which
+ * must not count as growth.
+ */
+export class TrimPolicy {
+  /** Anonymous memory after the last trim at a quiet moment: what the process needs. 0 makes
+   * the first settled sample after start-up trim. */
+  private baseline = 0;
+  private previous: number;
+  private trimmedAt = Number.NEGATIVE_INFINITY;
+  private trimWasSettled = false;
+  /** File pages resident right after the last release, and when that was. */
+  private releasedFiles = 0;
+  private releasedAt = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly limits: TrimPolicyLimits, initialAnon: number) {
+    this.previous = initialAnon;
+  }
+
+  decide(s: MemorySample): 'trim' | 'release' | 'none' {
+    // Memory let go since (a worker thread that exited, a cache that shrank) lowers what
+    // counts as needed; otherwise a baseline taken while it was held would hide later growth.
+    if (this.baseline > 0 && s.anon < this.baseline) this.baseline = s.anon;
+    const settled = isSettled(s.anon, this.previous);
+    const due = trimDue(s.anon, this.previous, this.baseline, s.now - this.trimmedAt, this.limits);
+    this.previous = s.anon;
+    if (due) {
+      this.trimmedAt = s.now;
+      this.trimWasSettled = settled;
+      return 'trim';
+    }
+    // Code paths that ran since (each request faults some back in) are let go now and then,
+    // not every quiet second: faulting them in again costs a few milliseconds.
+    if (settled && s.now - this.releasedAt >= this.limits.releaseEveryMs && s.file - this.releasedFiles >= this.limits.growth) return 'release';
+    return 'none';
+  }
+
+  /** A trim ran; `anon` is what it left. Only a quiet moment says what the process needs: a
+   * trim in the middle of a burst keeps the last quiet baseline, or the burst's own buffers (in
+   * use at that moment) would set it, and what they leave behind would never be trimmed. */
+  trimmed(anon: number): void {
+    this.previous = anon;
+    if (this.trimWasSettled) this.baseline = anon;
+  }
+
+  released(s: MemorySample): void {
+    this.releasedFiles = s.file;
+    this.releasedAt = s.now;
+  }
+}
+
 export function startMemoryTrimmer(opts: TrimmerOptions): void {
-  const limits: TrimLimits = {
+  const policy = new TrimPolicy({
     growth: opts.growthBytes ?? 4 << 20,
     busyGrowth: opts.busyGrowthBytes ?? 32 << 20,
     busyTrimEveryMs: opts.busyTrimEveryMs ?? 5_000,
-  };
-  const releaseEvery = opts.releaseEveryMs ?? 10_000;
-  let trimmedAt = 0;
-  // Anonymous memory after the last trim at a quiet moment: what the process needs. 0 makes the
-  // first settled sample after start-up trim. File pages are left out: the release below
-  // handles them, and the ones in use fault back in with the next requests, which must not
-  // count as growth.
-  let baseline = 0;
-  let previous = residentBytes().anon;
-  // File pages resident right after the last release, and when that was.
-  let releasedFiles = 0;
-  let releasedAt = 0;
+    releaseEveryMs: opts.releaseEveryMs ?? 10_000,
+  }, residentBytes().anon);
+  const sample = (): MemorySample => ({ ...residentBytes(), now: performance.now() });
   const release = () => {
     releaseFilePages();
-    releasedFiles = residentBytes().file;
-    releasedAt = performance.now();
+    policy.released(sample());
   };
   const timer = setInterval(() => {
-    const { anon, file } = residentBytes();
-    // Memory let go since (a worker thread that exited, a cache that shrank) lowers what
-    // counts as needed; otherwise a baseline taken while it was held would hide later growth.
-    if (baseline > 0 && anon < baseline) baseline = anon;
-    const settled = isSettled(anon, previous);
-    const due = trimDue(anon, previous, baseline, performance.now() - trimmedAt, limits);
-    previous = anon;
-    if (due) {
-      trimmedAt = performance.now();
+    const action = policy.decide(sample());
+    if (action === 'trim') {
       collectGarbage();
       trimMalloc();
-      // Only a quiet moment says what the process needs: a trim in the middle of a burst keeps
-      // the last quiet baseline, or the burst's own buffers (in use at that moment) would set
-      // it, and what they leave behind once the burst ends would never be trimmed.
-      previous = residentBytes().anon;
-      if (settled) baseline = previous;
+      policy.trimmed(residentBytes().anon);
       release();
-      return;
+    } else if (action === 'release') {
+      release();
     }
-    if (!settled) return;
-    // Code paths that ran since (each request faults some back in) are let go now and then,
-    // not every quiet second: faulting them in again costs a few milliseconds.
-    if (performance.now() - releasedAt >= releaseEvery && file - releasedFiles >= limits.growth) release();
   }, opts.intervalMs ?? 1000);
   timer.unref();
   opts.signal.addEventListener('abort', () => clearInterval(timer), { once: true });
