@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ServerConnection } from '../../../../api/http2/server-connection.js';
+import { prng, seedFromEnv } from '../../../helpers/reliability.js';
 import type { ServerStream } from '../../../../api/http2/server-stream.js';
 
 let dir: string;
@@ -22,6 +23,8 @@ const connections = new Set<ServerConnection>();
 let held: { stream: ServerStream; received: number } | undefined;
 let resets = 0;
 const protocolErrors: string[] = [];
+/** Bytes each client sent, in order, per connection (for replays). */
+const received: Buffer[][] = [];
 
 /**
  * /echo: answers with the request headers as JSON, then the request body back.
@@ -109,6 +112,9 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'berth-h2-'));
   socketPath = join(dir, 'h2.sock');
   server = createServer((socket) => {
+    const bytes: Buffer[] = [];
+    received.push(bytes);
+    socket.on('data', (chunk: Buffer) => bytes.push(chunk));
     const c = new ServerConnection(socket, { streamWindow: 1 << 20, connectionWindow: 4 << 20, onStream, onProtocolError: (m) => protocolErrors.push(m) });
     connections.add(c);
     c.onclose = () => connections.delete(c);
@@ -224,5 +230,64 @@ describe('HTTP/2 server connection', () => {
     }
     assert.equal(goawayCode, 1);
     assert.deepEqual(protocolErrors, ['not an HTTP/2 client preface']);
+  });
+  it('serves the same requests however the bytes are cut, and survives garbage after the preface', async () => {
+    const seed = seedFromEnv(Date.now() % 1_000_000);
+    const rnd = prng(seed);
+    // What nghttp2 sends for three requests on one connection (HPACK state included).
+    const first = received.length;
+    const s = session();
+    try {
+      for (let i = 0; i < 3; i++) await request(s, { ':path': '/echo', 'x-n': String(i) }, randomBytes(20_000 + i));
+    } finally {
+      s.close();
+    }
+    const recorded = Buffer.concat(received[first]!);
+    /** Writes `bytes` in pieces of 1..max bytes; resolves with what the server sent back. */
+    const replay = (bytes: Buffer, max: number) => new Promise<Buffer>((resolve) => {
+      const sock = connectSocket(socketPath);
+      const out: Buffer[] = [];
+      sock.on('data', (c) => out.push(c));
+      sock.on('error', () => undefined);
+      sock.on('close', () => resolve(Buffer.concat(out)));
+      let pos = 0;
+      const next = () => {
+        if (pos >= bytes.length) return void setTimeout(() => sock.end(), 100);
+        const n = rnd.int(1, max);
+        sock.write(bytes.subarray(pos, pos + n));
+        pos += n;
+        setImmediate(next);
+      };
+      next();
+    });
+    /** Stream ids whose response ended (a HEADERS frame with END_STREAM), and GOAWAY codes. */
+    const ended = (out: Buffer) => {
+      const streams: number[] = [];
+      const goaway: number[] = [];
+      for (let pos = 0; pos + 9 <= out.length; pos += 9 + out.readUIntBE(pos, 3)) {
+        if (out[pos + 3] === 1 && (out[pos + 4]! & 1)) streams.push(out.readUInt32BE(pos + 5) & 0x7fffffff);
+        if (out[pos + 3] === 7) goaway.push(out.readUInt32BE(pos + 13));
+      }
+      return { streams, goaway };
+    };
+    for (const max of [1, 7, 100, 5000]) {
+      const r = ended(await replay(recorded, max));
+      assert.deepEqual(r.streams, [1, 3, 5], `seed ${seed}, pieces up to ${max} bytes`);
+      assert.deepEqual(r.goaway, [], `seed ${seed}`);
+    }
+    // Random bytes after a valid preface and SETTINGS: the connection may be closed with a
+    // GOAWAY or left waiting, but the server must neither throw nor stop serving others.
+    const preface = recorded.subarray(0, 24 + 9 + recorded.readUIntBE(24, 3));
+    for (let i = 0; i < 30; i++) {
+      const garbage = Buffer.from(Array.from({ length: rnd.int(1, 400) }, () => rnd.int(0, 255)));
+      const r = ended(await replay(Buffer.concat([preface, garbage]), 50));
+      assert.ok(r.goaway.every((code) => code > 0), `seed ${seed}: only error GOAWAYs`);
+    }
+    const after = session();
+    try {
+      assert.equal((await request(after, { ':path': '/echo' }, Buffer.from('still here'))).body.toString(), 'still here');
+    } finally {
+      after.close();
+    }
   });
 });
