@@ -18,8 +18,11 @@ interface Pending {
 
 /** One request/response exchange. Handlers are plain callbacks, set by the consumer. */
 export class ServerStream {
-  /** Request headers, names in lower case; repeated names joined with ", ". */
-  readonly headers: Record<string, string> = {};
+  /**
+   * Request headers, names in lower case; repeated names joined with ", ". No prototype: a
+   * client's header may be called `constructor` or `__proto__`.
+   */
+  readonly headers: Record<string, string> = Object.create(null) as Record<string, string>;
   ondata: ((chunk: Buffer) => void) | undefined;
   /** The request side ended (the client sent END_STREAM). */
   onend: (() => void) | undefined;

@@ -136,7 +136,7 @@ describe('HTTP/2 server connection', () => {
       // and change (literals), Huffman-coded where that is shorter.
       const all = Array.from({ length: 256 }, (_, i) => i).filter((b) => b === 9 || (b >= 0x20 && b !== 0x7f)).map((b) => String.fromCharCode(b)).join('');
       for (let i = 0; i < 40; i++) {
-        const sent = { ':path': '/echo', 'containerd-namespace': `ns-${i % 3}`, 'x-all': all.slice(i, i + 120), 'x-repeat': 'same value each time', 'grpc-timeout': `${i}m` };
+        const sent = { ':path': '/echo', 'containerd-namespace': `ns-${i % 3}`, 'x-all': all.slice(i, i + 120), 'x-repeat': 'same value each time', 'grpc-timeout': `${i}m`, constructor: 'c', ['__proto__']: 'p' };
         const r = await request(s, sent, Buffer.from(`body ${i}`));
         assert.equal(r.status, 200);
         const seen = JSON.parse(String(r.headers['x-headers']));
