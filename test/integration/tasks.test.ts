@@ -57,6 +57,7 @@ describe('tasks with runc v2 shims', () => {
       ['--privileged'],
       ['--privileged', '--cap-drop', 'CAP_SYS_ADMIN', '--read-only'],
       ['--device', '/dev/null', '--device', '/dev/net', '--rootfs-propagation', 'shared'],
+      ['--rdt-class', 'gold'],
     ];
     for (const [i, flags] of flagSets.entries()) {
       const specOf = async (tool: 'ctr' | 'berth', id: string) => {

@@ -266,6 +266,8 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
     if (opts.memoryLimit) oci.withMemoryLimit(spec, Number(opts.memoryLimit));
     for (const dev of (opts.device ?? []) as string[]) await oci.withDevices(spec, dev, 'rwm');
     if (opts.rootfsPropagation) (spec.linux ??= {}).rootfsPropagation = opts.rootfsPropagation;
+    // Cache and memory-bandwidth allocation (Intel RDT): only the class, as ctr sets it.
+    if (opts.rdtClass) (spec.linux ??= {}).intelRdt = { closID: opts.rdtClass };
     oci.withAnnotations(spec, labels);
 
     const runtime = await runtimeOf(opts);
@@ -348,6 +350,7 @@ export function containerFlags(cmd: Command): Command {
     .option('--privileged', 'run privileged container')
     .option('--device <path>', 'file path to a device to add to the container; or a path to a directory tree of devices to add to the container', collect)
     .option('--rootfs-propagation <mode>', 'set the propagation of the container rootfs')
+    .option('--rdt-class <class>', 'name of the RDT class to associate the container with. Specifies a Class of Service (CLOS) for cache and memory bandwidth management.')
     .option('--read-only', 'set the containers filesystem as readonly')
     .option('--runtime <name>', 'runtime name', DEFAULT_RUNTIME)
     .option('--runtime-config-path <path>', 'optional runtime config path')
