@@ -252,6 +252,22 @@ export function withLinuxNamespace(s: Spec, ns: { type: string; path?: string })
   else list.push(ns);
 }
 
+/** A user namespace with these ID mappings, as containerd's WithUserNamespace (appended). */
+export function withUserNamespace(s: Spec, uidMap: IDMap, gidMap: IDMap): void {
+  const linux = (s.linux ??= {});
+  const list = (linux.namespaces ??= []);
+  if (!list.some((n) => n.type === 'user')) list.push({ type: 'user' });
+  const entry = (m: IDMap) => ({ containerID: m.containerID, hostID: m.hostID, size: m.size });
+  linux.uidMappings = [...((linux.uidMappings as IDMap[] | undefined) ?? []), entry(uidMap)];
+  linux.gidMappings = [...((linux.gidMappings as IDMap[] | undefined) ?? []), entry(gidMap)];
+}
+
+interface IDMap {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
+
 export function withNewPrivileges(s: Spec): void {
   processOf(s).noNewPrivileges = false;
 }

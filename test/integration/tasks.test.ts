@@ -7,10 +7,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { busyboxRootfs, waitFor } from '../helpers/fixtures.js';
+import { BUSYBOX, busyboxRootfs, makeBusyboxArchive, waitFor } from '../helpers/fixtures.js';
 import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
 import { ContainersDefinition } from '../../api/gen/services/containers/v1/containers.js';
 import { Code, codeOf } from '../../core/errdefs/errdefs.js';
@@ -248,6 +248,45 @@ describe('tasks with runc v2 shims', () => {
       assert.equal((await C('containers', 'ls', '-q')).stdout, '');
     } finally {
       await cleanup('b1', 'b2', 'b3', 'b4');
+    }
+  });
+
+  test('berth run --uidmap/--gidmap: a user namespace as ctr makes it (spec, shifted snapshot, errors)', async () => {
+    const archive = makeBusyboxArchive(join(rootfs, '..', `berth-bb-${process.pid}.oci.tar`));
+    // The container's root is host uid 100000: it must be able to reach its bundle, and the
+    // test daemon lives in a mkdtemp directory (0700). berthd's own directories are 0711.
+    chmodSync(d.dir, 0o711);
+    try {
+      assert.equal((await C('images', 'import', archive)).code, 0);
+      const map = ['--uidmap', '0:100000:65536', '--gidmap', '0:100000:65536'];
+      // Inside, root is root and owns the files; outside, they belong to the host IDs.
+      const r = await B(['run', '--rm', ...map, BUSYBOX, 'un1', 'sh', '-c', 'id -u; id -g; stat -c %u:%g /bin/busybox; echo out > /dev/stdout']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, '0\n0\n0:0\nout\n');
+      // Detached, both clients: the same spec, and the container snapshot on the same shifted parent.
+      const look = async (tool: 'ctr' | 'berth', id: string) => {
+        const args = ['run', '-d', ...map, BUSYBOX, id, 'sleep', '60'];
+        const run = tool === 'ctr' ? await C(...args) : await B(args);
+        assert.equal(run.code, 0, `${tool}: ${run.stderr}`);
+        const spec = (await C('containers', 'info', '--spec', id)).stdout.replaceAll(id, 'ID');
+        const parent = JSON.parse((await C('snapshots', 'info', id)).stdout).Parent as string;
+        await cleanup(id);
+        return { spec, parent };
+      };
+      const [b, c] = [await look('berth', 'un2'), await look('ctr', 'un3')];
+      assert.equal(b.spec, c.spec);
+      assert.match(b.spec, /"uidMappings": \[\s*\{\s*"containerID": 0,\s*"hostID": 100000,\s*"size": 65536/);
+      assert.equal(b.parent, c.parent);
+      assert.match(b.parent, /^sha256:[0-9a-f]{64}-100000-100000$/);
+      // A mapping that does not parse: ctr's words.
+      const bad = ['--uidmap', '0:1e5:10', '--gidmap', '0:0:10'];
+      const [be, ce] = [await B(['run', '--rm', ...bad, BUSYBOX, 'un4', 'true']), await C('run', '--rm', ...bad, BUSYBOX, 'un4', 'true')];
+      assert.notEqual(be.code, 0);
+      assert.equal(be.stderr.replace(/^berth: /, ''), ce.stderr.replace(/^ctr: /, ''));
+      assert.match(be.stderr, /invalid host id for user namespace remapping: strconv.ParseUint: parsing "1e5": invalid syntax/);
+    } finally {
+      await cleanup('un1', 'un2', 'un3', 'un4');
+      rmSync(archive, { force: true });
     }
   });
 

@@ -127,14 +127,19 @@ async function defaultSnapshotter(ctx: CliContext, flag: string | undefined): Pr
 }
 
 /** Mounts the (read-only where possible) rootfs in a temp dir for `fn`, as ctr's WithTempMount. */
-async function withTempMount<T>(mounts: { type: string; source: string; options: string[] }[], fn: (root: string) => Promise<T>): Promise<T> {
-  const { mountAll, unmountAll } = await import('../../../core/mount/mount.js');
-  const dir = await mkdtemp(join(tmpdir(), 'containerd-mount'));
+function withTempMount<T>(mounts: { type: string; source: string; options: string[] }[], fn: (root: string) => Promise<T>): Promise<T> {
   const ro = mounts.length === 1 && mounts[0]!.type === 'overlay'
     ? [{ ...mounts[0]!, options: [...mounts[0]!.options, 'ro'] }]
     : mounts;
+  return withTempMountRw(ro, fn);
+}
+
+/** Mounts `mounts` in a temp dir for `fn`, writable as they are. */
+async function withTempMountRw<T>(mounts: { type: string; source: string; options: string[] }[], fn: (root: string) => Promise<T>): Promise<T> {
+  const { mountAll, unmountAll } = await import('../../../core/mount/mount.js');
+  const dir = await mkdtemp(join(tmpdir(), 'containerd-mount'));
   try {
-    await mountAll(ro, dir);
+    await mountAll(mounts, dir);
     try {
       return await fn(dir);
     } finally {
@@ -210,8 +215,27 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
         if (isNotFound(err)) throw new RemoteError(Code.NOT_FOUND, `image ${ref} is not unpacked for snapshotter ${snapshotter} (run \`berth images pull\` or \`ctr images pull\` first): not found`);
         throw err;
       }
-      const prepared = await snapshots.prepare({ snapshotter, key: id, parent: img.chainId, labels: labelArgs(opts.snapshotterLabel) });
-      mounts = prepared.mounts.map((m) => ({ type: m.type, source: m.source, options: m.options }));
+      if (opts.uidmap && opts.gidmap) {
+        // A user namespace (`run` only), as ctr: the mappings in the spec, and a root
+        // filesystem owned by the host IDs, either shifted by a copy made here or left to a
+        // snapshotter that understands the remapping labels.
+        const { parseIDMapping, prepareRemappedSnapshot } = await import('../../../client/userns.js');
+        const uidMap = parseIDMapping(opts.uidmap);
+        const gidMap = parseIDMapping(opts.gidmap);
+        oci.withUserNamespace(spec, uidMap, gidMap);
+        if (opts.remapLabels) {
+          const labels = {
+            'containerd.io/snapshot/uidmapping': `0:${uidMap.hostID}:${uidMap.size}`,
+            'containerd.io/snapshot/gidmapping': `0:${gidMap.hostID}:${uidMap.size}`,
+          };
+          mounts = (await snapshots.prepare({ snapshotter, key: id, parent: img.chainId, labels })).mounts;
+        } else {
+          mounts = await prepareRemappedSnapshot(snapshots, snapshotter, id, img.chainId, uidMap.hostID, gidMap.hostID, withTempMountRw);
+        }
+      } else {
+        mounts = (await snapshots.prepare({ snapshotter, key: id, parent: img.chainId, labels: labelArgs(opts.snapshotterLabel) })).mounts;
+      }
+      mounts = mounts.map((m) => ({ type: m.type, source: m.source, options: m.options }));
       snapshotKey = id;
       image = img.name;
       await withTempMount(mounts, (root) => oci.withImageConfig(spec, img.config, root));
@@ -388,7 +412,10 @@ export function register(program: Command): void {
       .option('--cpu-shares <n>', 'set the cpu shares', '1024')
       .option('--cpu-quota <n>', 'Limit CPU CFS quota')
       .option('--cpu-period <n>', 'Limit CPU CFS period')
-      .option('--no-pivot', 'disable use of pivot-root (linux only)'),
+      .option('--no-pivot', 'disable use of pivot-root (linux only)')
+      .option('--uidmap <container-uid:host-uid:length>', 'run inside a user namespace with the specified UID mapping range; specified with the format container-uid:host-uid:length')
+      .option('--gidmap <container-gid:host-gid:length>', 'run inside a user namespace with the specified GID mapping range; specified with the format container-gid:host-gid:length')
+      .option('--remap-labels', 'provide the user namespace ID remapping to the snapshotter via label options; requires snapshotter support'),
   ).action(action(async (ctx, positionals, opts) => {
     if (opts.config) throw new UsageError('--config is not supported by berth run');
     if (opts.rm && opts.detach) throw new UsageError('flags --detach and --rm cannot be specified together');
@@ -405,6 +432,7 @@ export function register(program: Command): void {
         pidFile: opts.pidFile,
         noPivot: opts.pivot === false,
         rootfs: created.mounts,
+        ...(await ioOwner(opts)),
       });
       if (code) return code;
     } finally {
@@ -413,6 +441,26 @@ export function register(program: Command): void {
       }
     }
   }));
+}
+
+/**
+ * The host IDs that own the task's stdio pipes when it runs in a user namespace (ctr's
+ * WithUIDOwner/WithGIDOwner). As in ctr, a mapping that does not parse is warned about and
+ * leaves that ID at 0.
+ */
+async function ioOwner(opts: Record<string, any>): Promise<{ ioUid?: number; ioGid?: number }> {
+  if (!opts.uidmap && !opts.gidmap) return {};
+  const { parseIDMapping } = await import('../../../client/userns.js');
+  const hostOf = (text: string | undefined, what: 'uid' | 'gid'): number | undefined => {
+    if (!text) return undefined;
+    try {
+      return parseIDMapping(text).hostID;
+    } catch (err) {
+      process.stderr.write(`berth: unable to parse ${what}map; defaulting to ${what} 0 IO ownership: ${(err as Error).message}\n`);
+      return 0;
+    }
+  };
+  return { ioUid: hostOf(opts.uidmap, 'uid'), ioGid: hostOf(opts.gidmap, 'gid') };
 }
 
 /** Removes the container record and its snapshot (when given), as containerd's WithSnapshotCleanup. */

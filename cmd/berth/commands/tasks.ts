@@ -492,6 +492,9 @@ export interface NewTaskOptions {
   fifoDir?: string;
   pidFile?: string;
   noPivot?: boolean;
+  /** Host IDs that own the stdio pipes (a task in a user namespace). */
+  ioUid?: number;
+  ioGid?: number;
   rootfs?: { type: string; source: string; options: string[] }[];
 }
 
@@ -508,9 +511,10 @@ export async function createAndRunTask(
   const io = await setupIO(container.id, { tty: opts.tty, nullIO: opts.nullIO, fifoDir: opts.fifoDir });
   try {
     let options: { typeUrl: string; value: Buffer } | undefined;
-    if (opts.noPivot) {
+    if (opts.noPivot || opts.ioUid || opts.ioGid) {
       const { Options } = await import('../../../api/gen/runc/options/oci.js');
-      options = { typeUrl: 'containerd.runc.v1.Options', value: Buffer.from(Options.encode(Options.fromPartial({ noPivotRoot: true })).finish()) };
+      const runc = Options.fromPartial({ noPivotRoot: !!opts.noPivot, ioUid: opts.ioUid ?? 0, ioGid: opts.ioGid ?? 0 });
+      options = { typeUrl: 'containerd.runc.v1.Options', value: Buffer.from(Options.encode(runc).finish()) };
     }
     const created = await svc.tasks.create({
       containerId: container.id,
