@@ -5,9 +5,9 @@
  * Like ctr, flags end at the first positional argument.
  */
 import type { Command } from 'commander';
-import { mkdtemp, readFile, rmdir } from 'node:fs/promises';
-import { hostname, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { action, collect, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
 import { Code, isNotFound, isNotImplemented, RemoteError } from '../../../core/errdefs/errdefs.js';
@@ -126,30 +126,6 @@ async function defaultSnapshotter(ctx: CliContext, flag: string | undefined): Pr
   }
 }
 
-/** Mounts the (read-only where possible) rootfs in a temp dir for `fn`, as ctr's WithTempMount. */
-function withTempMount<T>(mounts: { type: string; source: string; options: string[] }[], fn: (root: string) => Promise<T>): Promise<T> {
-  const ro = mounts.length === 1 && mounts[0]!.type === 'overlay'
-    ? [{ ...mounts[0]!, options: [...mounts[0]!.options, 'ro'] }]
-    : mounts;
-  return withTempMountRw(ro, fn);
-}
-
-/** Mounts `mounts` in a temp dir for `fn`, writable as they are. */
-async function withTempMountRw<T>(mounts: { type: string; source: string; options: string[] }[], fn: (root: string) => Promise<T>): Promise<T> {
-  const { mountAll, unmountAll } = await import('../../../core/mount/mount.js');
-  const dir = await mkdtemp(join(tmpdir(), 'containerd-mount'));
-  try {
-    await mountAll(mounts, dir);
-    try {
-      return await fn(dir);
-    } finally {
-      await unmountAll(dir, 0);
-    }
-  } finally {
-    await rmdir(dir).catch(() => undefined);
-  }
-}
-
 // ------------------------------------------------------------------ containers
 
 export interface NewContainerResult {
@@ -230,7 +206,8 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
           };
           mounts = (await snapshots.prepare({ snapshotter, key: id, parent: img.chainId, labels })).mounts;
         } else {
-          mounts = await prepareRemappedSnapshot(snapshots, snapshotter, id, img.chainId, uidMap.hostID, gidMap.hostID, withTempMountRw);
+          const { withTempMount } = await import('../../../core/mount/temp.js');
+          mounts = await prepareRemappedSnapshot(snapshots, snapshotter, id, img.chainId, uidMap.hostID, gidMap.hostID, withTempMount);
         }
       } else {
         mounts = (await snapshots.prepare({ snapshotter, key: id, parent: img.chainId, labels: labelArgs(opts.snapshotterLabel) })).mounts;
@@ -238,7 +215,9 @@ export async function newContainer(ctx: CliContext, positionals: string[], opts:
       mounts = mounts.map((m) => ({ type: m.type, source: m.source, options: m.options }));
       snapshotKey = id;
       image = img.name;
-      await withTempMount(mounts, (root) => oci.withImageConfig(spec, img.config, root));
+      // The image's users and groups are read from a read-only view, as ctr's WithReadonlyTempMount.
+      const { withReadonlyTempMount } = await import('../../../core/mount/temp.js');
+      await withReadonlyTempMount(mounts, (root) => oci.withImageConfig(spec, img.config, root));
       containerLabels = { ...img.labels, ...(img.config.Labels ?? {}), ...labels };
       containerLabels[STOP_SIGNAL_LABEL] = img.config.StopSignal || 'SIGTERM';
     }
