@@ -336,9 +336,9 @@ export class ServerConnection {
   }
 
   private remoteEnd(s: ServerStream): void {
-    if (s.remoteEnded) return;
-    s.receiveEnd();
-    if (s.localEnded && !s.pending.data.length && !s.pending.trailers) this.closeStream(s, false);
+    // A stream whose response is complete is already closed (endedLocally): only open ones
+    // and ones whose trailers wait for window get here.
+    if (!s.remoteEnded) s.receiveEnd();
   }
 
   /**

@@ -5,6 +5,7 @@
  * Objects are built with their keys in the Go structs' field order, so the JSON a container
  * carries reads the same as ctr's.
  */
+import type { IDMapping } from '../userns.js';
 import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { isAbsolute, posix } from 'node:path';
 import { goErrnoText } from '../../core/sys/errno.js';
@@ -253,19 +254,14 @@ export function withLinuxNamespace(s: Spec, ns: { type: string; path?: string })
 }
 
 /** A user namespace with these ID mappings, as containerd's WithUserNamespace (appended). */
-export function withUserNamespace(s: Spec, uidMap: IDMap, gidMap: IDMap): void {
+export function withUserNamespace(s: Spec, uidMap: IDMapping, gidMap: IDMapping): void {
   const linux = (s.linux ??= {});
   const list = (linux.namespaces ??= []);
   if (!list.some((n) => n.type === 'user')) list.push({ type: 'user' });
-  const entry = (m: IDMap) => ({ containerID: m.containerID, hostID: m.hostID, size: m.size });
-  linux.uidMappings = [...((linux.uidMappings as IDMap[] | undefined) ?? []), entry(uidMap)];
-  linux.gidMappings = [...((linux.gidMappings as IDMap[] | undefined) ?? []), entry(gidMap)];
-}
-
-interface IDMap {
-  containerID: number;
-  hostID: number;
-  size: number;
+  // Keys in the order Go marshals LinuxIDMapping.
+  const entry = (m: IDMapping) => ({ containerID: m.containerID, hostID: m.hostID, size: m.size });
+  linux.uidMappings = [...((linux.uidMappings as IDMapping[] | undefined) ?? []), entry(uidMap)];
+  linux.gidMappings = [...((linux.gidMappings as IDMapping[] | undefined) ?? []), entry(gidMap)];
 }
 
 export function withNewPrivileges(s: Spec): void {

@@ -65,10 +65,6 @@ export interface GrpcServiceBinding {
   methods: ReadonlyMap<string, ServeFn>;
 }
 
-function header(headers: CallHeaders, key: string): string | undefined {
-  return headers[key];
-}
-
 /** A served call's context and the hook the adapter calls once the handler has settled. */
 interface ServedContext {
   ctx: CallContext;
@@ -84,8 +80,8 @@ function contextOf(call: ServerCall): ServedContext {
   let ac: AbortController | undefined;
   let running = true;
   const ctx: CallContext = {
-    namespace: header(call.headers, NAMESPACE_HEADER),
-    lease: header(call.headers, LEASE_HEADER),
+    namespace: call.headers[NAMESPACE_HEADER],
+    lease: call.headers[LEASE_HEADER],
     headers: call.headers,
     get signal(): AbortSignal {
       if (!ac) {
