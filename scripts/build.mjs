@@ -54,13 +54,29 @@ const common = {
   keepNames: true,
   logLevel: 'warning',
 };
+
+// winston's exception and rejection handlers create a debug logger from @dabh/diagnostics,
+// whose package picks its development build unless NODE_ENV is "production". That build
+// loads tty, colour tables and an adapter stack at start-up (~4 ms of every daemon boot) for
+// output that appears only with DEBUG=winston:*, which is winston's own debugging. The
+// production build (a no-op logger) is what goes into the bundles.
+const quietDiagnostics = {
+  name: 'quiet-diagnostics',
+  setup(b) {
+    b.onResolve({ filter: /^@dabh\/diagnostics$/ }, async (args) => {
+      const resolved = await b.resolve('@dabh/diagnostics/node/production.js', { resolveDir: args.resolveDir, kind: args.kind });
+      return resolved.errors.length ? undefined : { path: resolved.path };
+    });
+  },
+};
 await build({
   ...common,
   entryPoints,
   outdir: staging,
   outExtension: { '.js': '.cjs' },
   format: 'cjs',
-  external: ['better-sqlite3', 'koffi'],
+  external: ['koffi'],
+  plugins: [quietDiagnostics],
   define: { __BERTH_REVISION__: JSON.stringify(revision), 'import.meta.url': '__berthImportMetaUrl' },
   // The sources are ES modules; the few that need their own URL (createRequire) get the bundle's.
   banner: { js: "var __berthImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },

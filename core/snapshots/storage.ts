@@ -13,18 +13,16 @@
  * snapshotter that needs asynchronous work in the middle of a mutation holds its Mutex
  * across the whole sequence instead (see mutex.ts).
  */
-import type BetterSqlite3 from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import {
   AlreadyExistsError, BerthError, FailedPreconditionError, InvalidArgumentError, NotFoundError, RemoteError,
 } from '../errdefs/errdefs.js';
 import { parseFilters } from '../filters/filters.js';
+import { openSqlite, type SqliteDatabase } from '../sys/sqlite.js';
 import type { Labels } from '../metadata/metadata.js';
 import { Kind, snapshotFilterAdaptor, type SnapshotInfo, type Usage } from './snapshotter.js';
 
-const require = createRequire(import.meta.url);
 
 /**
  * An active or view snapshot as a driver needs it to build mounts: its id and the ids of
@@ -122,20 +120,16 @@ export function wrapError(prefix: string, err: unknown): Error {
 }
 
 export class MetaStore {
-  private readonly db: BetterSqlite3.Database;
+  private readonly db: SqliteDatabase;
   private readonly q;
   private closed = false;
 
   /** Opens (creating when missing) the database file at `path`. */
   constructor(readonly path: string) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    const Database = require('better-sqlite3') as typeof BetterSqlite3;
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    // WAL + NORMAL survives any process crash; an OS crash can only lose the newest commits,
-    // which leaves at worst an orphaned directory that cleanup removes.
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
+    // An OS crash can only lose the newest commits (see openSqlite), which leaves at worst
+    // an orphaned directory that cleanup removes.
+    this.db = openSqlite(path);
     this.db.exec(SCHEMA);
     const db = this.db;
     this.q = {

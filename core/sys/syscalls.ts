@@ -14,6 +14,7 @@
  */
 import { constants as osConstants } from 'node:os';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { syscallError } from './errno.js';
 
 type Koffi = typeof import('koffi');
@@ -43,13 +44,31 @@ export interface LibcHandle {
 let handle: LibcHandle | undefined;
 
 /**
+ * koffi's native addon. Its package entry (index.js) wraps the addon with deprecated aliases
+ * only, but loads https, crypto and zlib for its install-time tools: ~7 ms of a daemon's
+ * start-up for modules it does not use. So the prebuilt addon for this platform is loaded
+ * directly, and the package entry is the fallback (another architecture naming, a build
+ * from source, an addon whose version does not match the package).
+ */
+export function loadKoffi(): Koffi {
+  const require = createRequire(import.meta.url);
+  try {
+    const pkgFile = require.resolve('koffi/package.json');
+    const { version } = require(pkgFile) as { version: string };
+    const native = require(join(dirname(pkgFile), 'build', 'koffi', `${process.platform}_${process.arch}`, 'koffi.node')) as Koffi & { version?: string };
+    if (native.version === version) return native;
+  } catch { /* no prebuilt addon under that name: the package entry finds the right one */ }
+  return require('koffi') as Koffi;
+}
+
+/**
  * Loads koffi and libc once for every FFI user in the process (each declares its own
  * functions on the handle). Throws, naming the cause, where either is unavailable.
  */
 export function openLibc(): LibcHandle {
   if (handle) return handle;
   if (process.platform !== 'linux') throw new Error(`berth's system calls need Linux, running on ${process.platform}`);
-  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
+  const koffi = loadKoffi();
   let lastErr: unknown;
   for (const name of LIBC_CANDIDATES) {
     try {

@@ -22,10 +22,16 @@ export const walkingDifferPlugin = definePlugin<Record<string, never>, Differ>({
         else ctx.log.warn('removed a temporary mount left by a previous run', { path });
       });
     }
-    const { WalkingDiffer } = await import('./differ.js');
     const arch = ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' } as Record<string, string>)[process.arch] ?? process.arch;
     ctx.meta.platforms.push({ os: 'linux', architecture: arch, variant: '' });
-    return new WalkingDiffer(metadata.content, { tempMountBase, log: ctx.log });
+    // The differ's code (tar, compression, its worker) loads with the first layer, not at
+    // boot: a daemon that never pulls or diffs does not pay for it.
+    let differ: Promise<Differ> | undefined;
+    const load = () => (differ ??= import('./differ.js').then(({ WalkingDiffer }) => new WalkingDiffer(metadata.content, { tempMountBase, log: ctx.log })));
+    return {
+      apply: async (rctx, desc, mounts, opts) => (await load()).apply(rctx, desc, mounts, opts),
+      compare: async (rctx, lower, upper, opts) => (await load()).compare(rctx, lower, upper, opts),
+    };
   },
 });
 

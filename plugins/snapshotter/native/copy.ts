@@ -13,9 +13,9 @@ import {
   chmodSync, constants, lchownSync, linkSync, lstatSync, mkdirSync, readlinkSync, symlinkSync, type BigIntStats,
 } from 'node:fs';
 import { copyFile, readdir } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { syscallError } from '../../../core/sys/errno.js';
+import { openLibc } from '../../../core/sys/syscalls.js';
 import { lgetxattr, llistxattr, lsetxattr, mknod } from '../../../core/sys/fsx.js';
 
 type Koffi = typeof import('koffi');
@@ -29,15 +29,7 @@ const AT_SYMLINK_NOFOLLOW = 0x100;
 /** utimensat(2) with nanosecond times on the path itself (symlinks are not followed). */
 export function lutimesNs(path: string, atimeNs: bigint, mtimeNs: bigint): void {
   if (!utimensatFn) {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    let lib: ReturnType<Koffi['load']> | undefined;
-    for (const name of ['libc.so.6', `libc.musl-${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}.so.1`]) {
-      try {
-        lib = koffi.load(name);
-        break;
-      } catch { /* try the next name */ }
-    }
-    if (!lib) throw new Error('cannot load libc via koffi');
+    const { koffi, lib } = openLibc();
     // struct timespec[2] on 64-bit Linux: { int64 tv_sec; int64 tv_nsec } × 2.
     utimensatFn = lib.func('int utimensat(int dirfd, const char *path, const int64_t *times, int flags)') as unknown as typeof utimensatFn;
     koffiRef = koffi;

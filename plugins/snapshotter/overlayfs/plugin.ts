@@ -39,6 +39,7 @@ export const overlayfsPlugin = definePlugin<OverlayConfig, Snapshotter>({
     const indexOff = support.supportsIndex();
     const userxattr = support.needsUserXAttr(root);
     const probeOptions = [...(indexOff ? ['index=off'] : []), ...(userxattr ? ['userxattr'] : [])];
+    support.removeStaleProbes(root);
     try {
       await support.probeOverlayMount(root, probeOptions);
     } catch (err) {

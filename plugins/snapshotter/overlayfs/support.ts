@@ -4,8 +4,9 @@
  * opaque directories), whether an overlay with several lower layers can really be mounted
  * there, and which optional mount options this kernel wants.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { openLibc } from '../../../core/sys/syscalls.js';
 import { join } from 'node:path';
 import { mountAll, unmount } from '../../../core/mount/index.js';
 
@@ -22,18 +23,7 @@ let dirLib: DirLib | undefined;
 
 function loadDirLib(): DirLib {
   if (dirLib) return dirLib;
-  const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-  let lib: ReturnType<Koffi['load']> | undefined;
-  let lastErr: unknown;
-  for (const name of ['libc.so.6', `libc.musl-${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}.so.1`]) {
-    try {
-      lib = koffi.load(name);
-      break;
-    } catch (err) {
-      lastErr = err;
-    }
-  }
-  if (!lib) throw new Error('cannot load libc via koffi', { cause: lastErr });
+  const { koffi, lib } = openLibc();
   dirLib = {
     koffi,
     opendir: lib.func('void *opendir(const char *name)') as DirLib['opendir'],
@@ -71,13 +61,15 @@ export function supportsDType(dir: string): boolean {
   }
 }
 
+const PROBE_PREFIX = 'overlay-check-';
+
 /**
  * Mounts a throw-away overlay with two lower layers, an upper and a work dir below `dir`
  * (the real configuration every snapshot with a parent uses) and unmounts it again.
  * Throws the mount error when the kernel or the backing filesystem refuses.
  */
 export async function probeOverlayMount(dir: string, extraOptions: readonly string[] = []): Promise<void> {
-  const td = mkdtempSync(join(dir, 'overlay-check-'));
+  const td = mkdtempSync(join(dir, PROBE_PREFIX));
   try {
     for (const d of ['lower1', 'lower2', 'upper', 'work', 'merged']) mkdirSync(join(td, d));
     const merged = join(td, 'merged');
@@ -88,7 +80,23 @@ export async function probeOverlayMount(dir: string, extraOptions: readonly stri
     }], merged);
     await unmount(merged);
   } finally {
-    rmSync(td, { recursive: true, force: true });
+    // Removing the probe's six directories is a few milliseconds of file-system work; it
+    // goes on in the background instead of holding up the boot. A directory a killed daemon
+    // left is removed by the next probe (removeStaleProbes).
+    rm(td, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Removes probe directories an earlier run left below `dir` (it stopped before removing them). */
+export function removeStaleProbes(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (name.startsWith(PROBE_PREFIX)) rm(join(dir, name), { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
