@@ -163,11 +163,23 @@ function pushString(out: number[], text: string): void {
   for (const b of bytes) out.push(b);
 }
 
+/** Blocks of frozen header lists, encoded once (the encoding depends on nothing else). */
+const frozenBlocks = new WeakMap<object, Buffer>();
+
 /**
  * Encodes a header list (names lower-case, values Latin-1) as literals never added to the
  * dynamic table, naming a static entry where one has the name. `:status: 200` is one octet.
+ * A frozen list (the response headers and OK trailers every gRPC call sends) is encoded
+ * once and its block shared; callers must not modify the returned buffer.
  */
 export function encodeHeaders(fields: readonly (readonly [string, string])[]): Buffer {
+  if (!Object.isFrozen(fields)) return encodeBlock(fields);
+  let block = frozenBlocks.get(fields);
+  if (!block) frozenBlocks.set(fields, (block = encodeBlock(fields)));
+  return block;
+}
+
+function encodeBlock(fields: readonly (readonly [string, string])[]): Buffer {
   const out: number[] = [];
   for (const [name, value] of fields) {
     if (name === ':status' && value === '200') {

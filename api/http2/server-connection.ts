@@ -33,6 +33,10 @@ export interface ServerConnectionOptions {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Longest a PING acknowledgement waits for other frames to travel with (see acknowledgePing). */
+const PING_ACK_DELAY_MS = 5;
+/** Acknowledgements held back at most; a client pinging faster gets them at once. */
+const MAX_DEFERRED_PING_ACKS = 4;
 const joined = (parts: Buffer[]) => (parts.length === 0 ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts));
 
 class ConnectionError extends Error {
@@ -60,6 +64,8 @@ export class ServerConnection {
   private connConsumed = 0;
   private blocked = new Set<ServerStream>();
   private outq: Buffer[] = [];
+  private pingAcks: Buffer[] = [];
+  private pingAckTimer: NodeJS.Timeout | undefined;
   private outBytes = 0;
   private readonly maxHeaderListSize: number;
   /** Called once the connection is gone. */
@@ -228,7 +234,7 @@ export class ServerConnection {
         return this.onSettings(streamId, flags, payload);
       case FrameType.PING:
         if (payload.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'PING of wrong length');
-        if (!(flags & Flag.ACK)) this.write(frame(FrameType.PING, Flag.ACK, 0, payload));
+        if (!(flags & Flag.ACK)) this.acknowledgePing(payload);
         return;
       case FrameType.GOAWAY:
         // The client will open no more streams; the open ones finish as usual.
@@ -458,15 +464,42 @@ export class ServerConnection {
     if (this.goawaySent && this.streams.size === 0) this.endSocket();
   }
 
+  /**
+   * A PING's acknowledgement rides along with the next frames this connection sends, or
+   * leaves on its own after PING_ACK_DELAY_MS. gRPC clients ping after every response they
+   * receive (to estimate the bandwidth-delay product), and an acknowledgement written on its
+   * own is one more system call and, more costly, one more wake-up of the client per call.
+   * RFC 9113 asks that an acknowledgement be sent, with priority over other frames (it goes
+   * first), not that it be sent alone; the delay only makes the client's estimate of the
+   * round trip longer, which can only make it grant larger windows.
+   */
+  private acknowledgePing(payload: Buffer): void {
+    this.pingAcks.push(frame(FrameType.PING, Flag.ACK, 0, payload));
+    if (this.pingAcks.length >= MAX_DEFERRED_PING_ACKS) this.sendPingAcks();
+    else this.pingAckTimer ??= setTimeout(this.sendPingAcks, PING_ACK_DELAY_MS);
+  }
+
+  private readonly sendPingAcks = (): void => {
+    if (this.pingAckTimer) clearTimeout(this.pingAckTimer);
+    this.pingAckTimer = undefined;
+    const acks = this.pingAcks;
+    if (!acks.length) return;
+    this.pingAcks = [];
+    for (const ack of acks) this.write(ack);
+  };
+
   private write(buf: Buffer): void {
     if (this.closedConnection) return;
-    if (!this.outq.length) process.nextTick(this.flushOutput);
+    if (this.pingAcks.length) this.sendPingAcks();
+    // After this turn of the event loop, not this tick: a handler that finishes over several
+    // promise turns (a streamed read: data, then its end) still leaves in one write.
+    if (!this.outq.length) setImmediate(this.flushOutput);
     this.outq.push(buf);
     this.outBytes += buf.length;
   }
 
   /**
-   * Sends what this tick produced in one go: small output joined into one buffer (one write
+   * Sends what this turn of the event loop produced in one go: small output joined into one buffer (one write
    * request), large output (a big message) as a corked series of writes, without copying.
    */
   private readonly flushOutput = (): void => {
@@ -504,6 +537,7 @@ export class ServerConnection {
   private teardown(): void {
     if (this.closedConnection) return;
     this.closedConnection = true;
+    if (this.pingAckTimer) clearTimeout(this.pingAckTimer);
     for (const s of [...this.streams.values()]) this.closeStream(s, true);
     this.onclose?.();
   }

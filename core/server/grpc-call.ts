@@ -277,7 +277,9 @@ export class ServerCall {
     if (this.stream.closed) return;
     // Requests nobody will read: the stream discards them from here on.
     this.queue.length = 0;
-    const trailers: [string, string][] = [['grpc-status', String(status.code)], ['grpc-message', encodeStatusMessage(status.message)]];
+    const trailers: HeaderList = status.code === 0 && !status.message
+      ? OK_TRAILERS
+      : [['grpc-status', String(status.code)], ['grpc-message', encodeStatusMessage(status.message)]];
     if (!this.stream.headersSent) {
       // Trailers-only: the status travels in the response headers.
       this.stream.respond([...RESPONSE_HEADERS, ...trailers], true);
@@ -334,8 +336,15 @@ export class ServerCall {
   }
 }
 
-const RESPONSE_HEADERS: readonly [string, string][] = [
+type HeaderList = readonly (readonly [string, string])[];
+
+/** Frozen, so the HTTP/2 layer encodes each of these lists once (see encodeHeaders). */
+const frozenList = (fields: [string, string][]): HeaderList => Object.freeze(fields.map((f) => Object.freeze(f)));
+
+const RESPONSE_HEADERS = frozenList([
   [':status', '200'],
   ['content-type', 'application/grpc+proto'],
   ['grpc-accept-encoding', 'identity,deflate,gzip'],
-];
+]);
+
+const OK_TRAILERS = frozenList([['grpc-status', '0'], ['grpc-message', '']]);

@@ -193,6 +193,24 @@ describe('HTTP/2 server connection', () => {
     }
   });
 
+  it('acknowledges every PING of a burst, each with its own payload, held-back ones included', async () => {
+    const s = session();
+    try {
+      await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+      const payloads = Array.from({ length: 7 }, (_, i) => Buffer.from(`burst-0${i}`));
+      const echoed = await Promise.all(payloads.map((p) => new Promise<string>((resolve, reject) => {
+        s.ping(p, (err, _ms, payload) => (err ? reject(err) : resolve(payload.toString())));
+      })));
+      assert.deepEqual(echoed, payloads.map((p) => p.toString()));
+      // An acknowledgement waiting for company leaves with the next response.
+      const answered = new Promise<string>((resolve, reject) => s.ping(Buffer.from('withresp'), (err, _ms, payload) => (err ? reject(err) : resolve(payload.toString()))));
+      assert.equal((await request(s, { ':path': '/echo' }, Buffer.from('x'))).body.toString(), 'x');
+      assert.equal(await answered, 'withresp');
+    } finally {
+      s.close();
+    }
+  });
+
   it('lets a request in flight finish after shutdown and refuses new ones', async () => {
     const s = session();
     try {
