@@ -133,7 +133,13 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     await waitForSocket(address, child, () => logText.slice(from));
     return child;
   };
-  d.process = await launch();
+  try {
+    d.process = await launch();
+  } catch (err) {
+    // A daemon that was meant to fail (or failed) at boot leaves no directory behind.
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return d;
 }
 

@@ -4,10 +4,10 @@
  * condition with a deadline.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { tempDir } from './tmp.js';
 
 /** The name the busybox image archive carries (what `ctr images import` tags). */
 export const BUSYBOX = 'docker.io/library/busybox:latest';
@@ -23,7 +23,7 @@ export const BUSYBOX_APPLETS = ['sh', 'echo', 'true', 'false', 'sleep', 'cat', '
 
 /** A fresh directory holding /bin/busybox, its applet links and the usual mount points. */
 export function busyboxRootfs(applets: readonly string[] = BUSYBOX_APPLETS): string {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-bb-'));
+  const dir = tempDir('berth-bb-');
   for (const d of ['bin', 'etc', 'proc', 'sys', 'dev', 'tmp', 'run']) mkdirSync(join(dir, d));
   copyFileSync('/usr/bin/busybox', join(dir, 'bin', 'busybox'));
   for (const a of applets) symlinkSync('busybox', join(dir, 'bin', a));

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, mkdtempSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, rmdirSync, statfsSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { isNotFound } from '../../../core/errdefs/errdefs.js';
 import * as sys from '../../../core/sys/syscalls.js';
+import { tempDir } from '../../helpers/tmp.js';
 
 const TMPFS_MAGIC = 0x01021994;
 const repoRoot = join(import.meta.dirname, '../../..');
@@ -16,7 +16,7 @@ const syscallsModule = join(repoRoot, 'core/sys/syscalls.ts');
 
 describe('syscalls errors', () => {
   it('umount2 of a non-mount point is a Node-style EINVAL naming the path', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'berth-sys-'));
+    const dir = tempDir('berth-sys-');
     try {
       assert.throws(() => sys.umount2(dir), (err: NodeJS.ErrnoException) => {
         assert.equal(err.code, 'EINVAL');
@@ -51,7 +51,7 @@ describe('syscalls errors', () => {
 });
 
 describe('tmpfs through raw mount/umount2', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-sys-tmpfs-'));
+  const dir = tempDir('berth-sys-tmpfs-');
   after(() => {
     try { sys.umount2(dir, 2 /* MNT_DETACH */); } catch { /* not mounted */ }
     rmdirSync(dir);

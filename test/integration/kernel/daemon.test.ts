@@ -1,15 +1,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { berth, BERTHD, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
 import { NamespacesDefinition } from '../../../api/gen/services/namespaces/v1/namespace.js';
 import { VersionDefinition } from '../../../api/gen/services/version/v1/version.js';
 import { HealthDefinition } from '../../../api/gen/grpc/health/v1/health.js';
 import { isFailedPrecondition, isAlreadyExists, isInvalidArgument } from '../../../core/errdefs/errdefs.js';
+import { tempDir } from '../../helpers/tmp.js';
 
 let d: TestDaemon;
 before(async () => { d = await startDaemon(); });
@@ -113,7 +113,7 @@ test('an unreachable daemon gets one clear line', async () => {
 });
 
 test('a live socket is refused, a stale one is replaced, SIGTERM removes the socket', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-sock-'));
+  const dir = tempDir('berth-sock-');
   const live = join(dir, 'live.sock');
   const server = createServer().listen(live);
   await new Promise((r) => server.once('listening', r));
@@ -140,7 +140,7 @@ test('a live socket is refused, a stale one is replaced, SIGTERM removes the soc
 });
 
 test('bad config exits non-zero with file and position', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-cfg-'));
+  const dir = tempDir('berth-cfg-');
   const cfg = join(dir, 'c.toml');
   writeFileSync(cfg, 'version = 2\n[grpc]\n  uid = "root"\n');
   const r = await runCommand(process.execPath, [BERTHD, '--config', cfg]);
@@ -160,7 +160,7 @@ test('config default is complete TOML that loads back; config dump shows the mer
   assert.equal(def.code, 0, def.stderr);
   assert.match(def.stdout, /root = "\/var\/lib\/berth"/);
   assert.match(def.stdout, /\[plugins\."io\.containerd\.metadata\.v1\.sqlite"\]/);
-  const dir = mkdtempSync(join(tmpdir(), 'berth-cfg-'));
+  const dir = tempDir('berth-cfg-');
   writeFileSync(join(dir, 'd.toml'), def.stdout);
   const dump = await runCommand(process.execPath, [BERTHD, '--config', join(dir, 'd.toml'), 'config', 'dump']);
   assert.equal(dump.code, 0, dump.stderr);

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { canConnect, shimGroup, socketAddress } from '../../../../cmd/containerd-shim-berth-v2/address.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 const hex = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -17,7 +17,7 @@ test('socket address: sha256 of "<grpc address>/<ns>/<group>" under /run/contain
 });
 
 test('group annotations choose the shim, in containerd order', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'shim-group-'));
+  const dir = tempDir('shim-group-');
   const config = join(dir, 'config.json');
   writeFileSync(config, JSON.stringify({ annotations: { 'io.kubernetes.cri.sandbox-id': 'sb', 'io.containerd.runc.v2.group': 'g' } }));
   assert.equal(shimGroup('c1', config), 'g');
@@ -28,7 +28,7 @@ test('group annotations choose the shim, in containerd order', () => {
 });
 
 test('canConnect tells a live socket from a dead one', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'shim-conn-'));
+  const dir = tempDir('shim-conn-');
   const path = join(dir, 's.sock');
   assert.equal(await canConnect(path), false);
   const server = createServer((s) => s.destroy());

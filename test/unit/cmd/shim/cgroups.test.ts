@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Metrics as MetricsV1 } from '../../../../api/gen/cgroups/v1/metrics.js';
@@ -8,6 +7,7 @@ import { Metrics as MetricsV2 } from '../../../../api/gen/cgroups/v2/metrics.js'
 import {
   CgroupV1, CgroupV2, parseBlkio, parseCgroupV1Mounts, parseIoStat, parseKeyValues, parseProcCgroup, parseUint,
 } from '../../../../cmd/containerd-shim-berth-v2/cgroups.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 test('/proc/<pid>/cgroup lines', () => {
   const entries = parseProcCgroup('12:cpu,cpuacct:/a/b\n1:name=systemd:/x\n0::/u\n');
@@ -50,7 +50,7 @@ test('blkio and io.stat lines', () => {
 });
 
 function tree(files: Record<string, string>): string {
-  const root = mkdtempSync(join(tmpdir(), 'shim-cg-'));
+  const root = tempDir('shim-cg-');
   for (const [name, content] of Object.entries(files)) {
     mkdirSync(join(root, name, '..'), { recursive: true });
     writeFileSync(join(root, name), content);

@@ -1,6 +1,4 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { TaskExit, TaskStart } from '../../../../api/gen/events/task.js';
@@ -9,9 +7,10 @@ import { TtrpcServer } from '../../../../api/ttrpc/index.js';
 import { UnavailableError } from '../../../../core/errdefs/errdefs.js';
 import { Publisher, Topics } from '../../../../cmd/containerd-shim-berth-v2/events.js';
 import { createLogger } from '../../../../cmd/containerd-shim-berth-v2/log.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 const quiet = createLogger({ fd: -1 });
-const dir = mkdtempSync(join(tmpdir(), 'shim-events-'));
+const dir = tempDir('shim-events-');
 const servers: TtrpcServer[] = [];
 after(async () => {
   for (const s of servers) await s.close({ graceMs: 10 });

@@ -7,9 +7,9 @@
  * subreaper adopts it. Knobs: <dir>/start-delay-<id> (seconds `start` lingers after releasing
  * the process), id "fail" makes create log an error to log.json and exit 1.
  */
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from '../../../helpers/tmp.js';
 
 const SCRIPT = String.raw`#!/bin/sh
 D="$FAKE_RUNC_DIR"
@@ -92,7 +92,7 @@ export interface FakeRunc {
 }
 
 export function fakeRunc(): FakeRunc {
-  const dir = mkdtempSync(join(tmpdir(), 'fake-runc-'));
+  const dir = tempDir('fake-runc-');
   const path = join(dir, 'runc');
   writeFileSync(path, SCRIPT);
   chmodSync(path, 0o755);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { createLogger, formatLine } from '../../../../cmd/containerd-shim-berth-v2/log.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 test('lines use the logrus text layout', () => {
   const line = formatLine('warning', 'failed to x', { id: 'c1', error: new Error('boom: bad'), n: 3, skip: undefined }, new Date(0));
@@ -11,7 +11,7 @@ test('lines use the logrus text layout', () => {
 });
 
 test('debug lines only with -debug; a write failure never throws', () => {
-  const file = join(mkdtempSync(join(tmpdir(), 'shim-log-')), 'log');
+  const file = join(tempDir('shim-log-'), 'log');
   const fd = openSync(file, 'w');
   createLogger({ fd }).debug('hidden');
   createLogger({ fd, debug: true }).child({ id: 'x' }).debug('shown');

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Options } from '../../../../api/gen/runc/options/oci.js';
 import {
   decodeOptions, emptyOptions, optionsFromJson, optionsToJson, readBundleOptions, writeBundleOptions,
 } from '../../../../cmd/containerd-shim-berth-v2/options.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 test('options.json is Go encoding/json: snake_case, zero values omitted', () => {
   assert.equal(optionsToJson(emptyOptions()), '{}');
@@ -24,7 +24,7 @@ test('decodeOptions reads containerd.runc.v1.Options and ignores other types', (
 });
 
 test('bundle files: options.json and runtime, read back by the delete action', () => {
-  const bundle = mkdtempSync(join(tmpdir(), 'shim-opts-'));
+  const bundle = tempDir('shim-opts-');
   assert.deepEqual(readBundleOptions(bundle), emptyOptions());
   writeBundleOptions(bundle, Options.fromPartial({ binaryName: 'runc-custom', root: '/run/x' }));
   assert.equal(readFileSync(join(bundle, 'runtime'), 'utf8'), 'runc-custom');

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Runc, RuncError } from '../../../../cmd/containerd-shim-berth-v2/runc.js';
 import { fakeRunc } from './fake-runc.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 const fake = fakeRunc();
-const bundle = mkdtempSync(join(tmpdir(), 'runc-bundle-'));
+const bundle = tempDir('runc-bundle-');
 
 test('global flags: root/<namespace>, log.json in JSON format, systemd cgroups', async () => {
   const runc = new Runc({ command: fake.path, root: '/run/x', namespace: 'ns', bundle, systemdCgroup: true });

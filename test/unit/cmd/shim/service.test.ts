@@ -5,9 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { constants, mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { constants, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { TaskExit } from '../../../../api/gen/events/task.js';
@@ -22,10 +21,11 @@ import { createLogger } from '../../../../cmd/containerd-shim-berth-v2/log.js';
 import { Reaper } from '../../../../cmd/containerd-shim-berth-v2/reaper.js';
 import { ShimService } from '../../../../cmd/containerd-shim-berth-v2/service.js';
 import { fakeRunc } from './fake-runc.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 prctlSetChildSubreaper();
 const fake = fakeRunc();
-const dir = mkdtempSync(join(tmpdir(), 'shim-service-'));
+const dir = tempDir('shim-service-');
 const log = createLogger({ fd: -1 });
 const received: Envelope[] = [];
 const sink = new TtrpcServer();

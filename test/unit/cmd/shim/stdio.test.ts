@@ -4,16 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ConsoleSocket } from '../../../../cmd/containerd-shim-berth-v2/console.js';
 import { isNullStdio, PipeIO } from '../../../../cmd/containerd-shim-berth-v2/stdio.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
 function fifos(...names: string[]): string[] {
-  const dir = mkdtempSync(join(tmpdir(), 'shim-stdio-'));
+  const dir = tempDir('shim-stdio-');
   const paths = names.map((n) => join(dir, n));
   execFileSync('mkfifo', paths);
   return paths;
@@ -63,7 +63,7 @@ test('pipes: only requested streams get pipes; the rest is /dev/null', () => {
 });
 
 test('pipes: output to a plain file (file:// or a path that is not a FIFO) is appended', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'shim-stdio-file-'));
+  const dir = tempDir('shim-stdio-file-');
   const file = join(dir, 'log');
   execFileSync('sh', ['-c', `printf 'old\\n' > ${file}`]);
   const io = new PipeIO({ stdin: '', stdout: `file://${file}`, stderr: file, terminal: false });
@@ -91,7 +91,7 @@ test('unsupported stdio schemes are rejected', () => {
 test('console socket: receives the descriptor and message sent with SCM_RIGHTS', async () => {
   const socket = new ConsoleSocket();
   try {
-    const dir = mkdtempSync(join(tmpdir(), 'shim-console-'));
+    const dir = tempDir('shim-console-');
     const marker = join(dir, 'marker');
     execFileSync('sh', ['-c', `printf 'via fd' > ${marker}`]);
     // runc's role: connect and send a descriptor along with the pty name.

@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expandGlob, loadConfig } from '../../../../core/config/loader.js';
 import { ConfigError } from '../../../../core/config/shape.js';
@@ -11,8 +10,9 @@ import { Kernel } from '../../../../core/plugin/kernel.js';
 import { EventExchange } from '../../../../core/events/exchange.js';
 import { silentLogger } from '../../../../core/log/logger.js';
 import { builtins } from '../../../../plugins/builtins.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'config-test-'));
+const dir = tempDir('config-test-');
 const file = (name: string, text: string) => {
   const p = join(dir, name);
   mkdirSync(join(p, '..'), { recursive: true });
@@ -109,7 +109,7 @@ test('durations parse like Go', () => {
 });
 
 test('imports: Go glob syntax (classes, negation, ranges, escapes); a malformed pattern is a ConfigError naming it', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-glob-'));
+  const dir = tempDir('berth-glob-');
   mkdirSync(join(dir, 'd'));
   for (const n of ['a1.toml', 'b2.toml', 'c3.toml', '[x].toml']) writeFileSync(join(dir, 'd', n), '');
   const names = (pattern: string) => expandGlob(join(dir, 'd', pattern)).map((p) => p.slice(join(dir, 'd').length + 1));

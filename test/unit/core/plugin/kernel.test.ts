@@ -1,15 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BootError, Kernel } from '../../../../core/plugin/kernel.js';
 import { definePlugin, SkipPluginError, type Registration } from '../../../../core/plugin/types.js';
 import { EventExchange } from '../../../../core/events/exchange.js';
 import { silentLogger } from '../../../../core/log/logger.js';
 import { ConfigError } from '../../../../core/config/shape.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
-const root = mkdtempSync(join(tmpdir(), 'kernel-test-'));
+const root = tempDir('kernel-test-');
 
 function kernel(regs: Registration<any, any>[], opts: { pluginConfig?: Record<string, Record<string, unknown>>; disabled?: string[]; required?: string[] } = {}) {
   return new Kernel(regs, {

@@ -3,8 +3,6 @@
 // (unknown type, no address, a name taken by a builtin of that type — even a disabled one).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../../../core/config/shape.js';
 import { EventExchange } from '../../../../core/events/exchange.js';
@@ -15,8 +13,9 @@ import { ProxyContentStore } from '../../../../plugins/content/proxy/proxy.js';
 import { builtins } from '../../../../plugins/builtins.js';
 import { proxyRegistrations } from '../../../../plugins/proxy/registrations.js';
 import { ProxySnapshotter } from '../../../../plugins/snapshotter/proxy/proxy.js';
+import { tempDir } from '../../../helpers/tmp.js';
 
-const root = mkdtempSync(join(tmpdir(), 'berth-proxy-regs-'));
+const root = tempDir('berth-proxy-regs-');
 const boot = async (regs: Registration<any, any>[], disabled: string[] = []) => {
   const k = new Kernel(regs, {
     root: join(root, 'root'), state: join(root, 'state'), addresses: { grpc: '/x.sock', ttrpc: '/x.sock.ttrpc' },
