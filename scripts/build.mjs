@@ -7,7 +7,9 @@
 // resolution and linking; the code cache saves most of the compilation. Code that only some
 // commands need stays behind `await import()`, which in a single bundle is a lazily evaluated
 // function: parsed (cheaply, pre-parsed only) but neither compiled nor run until called.
-// Native addons stay external. After the build, each program is run once (a daemon boot on a
+// Native addons stay outside the bundle: koffi whole (it is loaded by path, core/sys/syscalls.ts),
+// better-sqlite3 only its .node file (its JavaScript is bundled, core/sys/sqlite.ts hands it
+// the addon's path). After the build, each program is run once (a daemon boot on a
 // temporary root and a CLI call against it) to write the code caches.
 import { build } from 'esbuild';
 import { execFileSync, spawn } from 'node:child_process';
