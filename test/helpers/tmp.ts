@@ -6,6 +6,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseMountInfo } from '../../core/mount/mountinfo.js';
 
 const made: string[] = [];
 
@@ -19,9 +20,8 @@ export function tempDir(prefix: string): string {
 
 function mountPoints(): string[] {
   try {
-    // Field 5 of /proc/self/mountinfo is the mount point, with spaces and the like as \ooo.
-    return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean)
-      .map((line) => line.split(' ')[4]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+    // Synchronously: this runs in the process's exit handler.
+    return parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).map((m) => m.mountpoint);
   } catch {
     return [];
   }

@@ -6,9 +6,9 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { openLibc } from '../../../core/sys/syscalls.js';
 import { join } from 'node:path';
 import { mountAll, unmount } from '../../../core/mount/index.js';
+import { openLibc } from '../../../core/sys/syscalls.js';
 
 type Koffi = typeof import('koffi');
 
