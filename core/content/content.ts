@@ -41,8 +41,8 @@ export interface WriterOptions {
  */
 export interface ContentWriter {
   status(): IngestStatus;
-  /** Digest of the bytes written so far. */
-  digest(): string;
+  /** Digest of the bytes written so far (hashing may still be catching up with the writes). */
+  digest(): Promise<string>;
   write(data: Uint8Array): Promise<void>;
   /** Discards written data and starts again at offset 0. */
   truncate(): Promise<void>;

@@ -30,7 +30,8 @@ import type { RequestContext } from '../../../core/namespaces/namespaces.js';
 import { silentLogger, type Logger } from '../../../core/log/logger.js';
 import { isLocked, lock, unlock } from './locks.js';
 import { readTimestampFile, writeSmallFile, writeTimestampFile } from './files.js';
-import { LocalWriter, rehashPrefix } from './writer.js';
+import { LocalWriter } from './writer.js';
+import { RunningDigest, type RunningDigestOptions } from './digest.js';
 
 export interface LocalStoreOptions {
   log?: Logger;
@@ -101,10 +102,14 @@ export class LocalContentStore implements ContentStore {
   private readonly cache = new SmallBlobCache();
   /** Counts deletions: a read that overlapped one does not fill the cache. */
   private deletions = 0;
+  private readonly digestOptions: RunningDigestOptions;
 
   private constructor(readonly root: string, opts: LocalStoreOptions) {
-    this.log = opts.log ?? silentLogger;
+    const log = (this.log = opts.log ?? silentLogger);
     this.staleIngestAgeMs = opts.staleIngestAgeMs ?? DAY_MS;
+    this.digestOptions = {
+      onWorkerFailure: (err) => log.warn('ingest hashing worker failed; hashing on the main thread', { error: err.message }),
+    };
   }
 
   static async open(root: string, opts: LocalStoreOptions = {}): Promise<LocalContentStore> {
@@ -323,7 +328,7 @@ export class LocalContentStore implements ContentStore {
     }
     const path = this.ingestPath(ref);
     const data = join(path, 'data');
-    let resumed: { offset: number; total: number; startedAt: Date; updatedAt: Date; hash: ReturnType<typeof createHash> } | undefined;
+    let resumed: { offset: number; total: number; startedAt: Date; updatedAt: Date; running: RunningDigest } | undefined;
     let existed = false;
     try {
       await mkdir(path, { mode: 0o755 });
@@ -366,7 +371,7 @@ export class LocalContentStore implements ContentStore {
       fd,
       offset: resumed?.offset ?? 0,
       total,
-      hash: resumed?.hash ?? createHash('sha256'),
+      running: resumed?.running ?? new RunningDigest(data, this.digestOptions),
       startedAt,
       updatedAt,
       blobPath: (d) => this.blobPath(d),
@@ -379,8 +384,8 @@ export class LocalContentStore implements ContentStore {
     const st = await this.statusAt(path);
     if (st.ref !== ref) throw new Error(`ref key does not match: ${ref} != ${st.ref}`);
     if (total > 0 && st.total > 0 && total !== st.total) throw new Error(`provided total differs from status: ${total} != ${st.total}`);
-    const hash = await rehashPrefix(path, st.offset);
-    return { offset: st.offset, total: st.total, startedAt: st.startedAt, updatedAt: st.updatedAt, hash };
+    const running = await RunningDigest.resume(join(path, 'data'), st.offset, this.digestOptions);
+    return { offset: st.offset, total: st.total, startedAt: st.startedAt, updatedAt: st.updatedAt, running };
   }
 
   /** Paths of the entries under ingest/ (none when the directory does not exist yet). */

@@ -1,11 +1,10 @@
 /**
  * One locked ingest in the local store. Bytes go straight to the ingest's data file with
- * positional writes on an open descriptor (no per-chunk fsync), while the running SHA-256 is
- * updated incrementally on the same bytes. Commit is the only durability point: fsync, verify
- * size and digest, rename into blobs/, make read-only.
+ * positional writes on an open descriptor (no per-chunk fsync); the running SHA-256 follows
+ * the bytes that have landed (see digest.ts). Commit is the only durability point: fsync,
+ * verify size and digest, rename into blobs/, make read-only.
  */
-import { createHash, type Hash } from 'node:crypto';
-import * as fs from 'node:fs';
+import type * as fs from 'node:fs';
 import { lstat, mkdir, rename, rm, chmod, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ContentWriter, IngestStatus } from '../../../core/content/content.js';
@@ -15,6 +14,7 @@ import { closeFd, fstatFd, fsyncFd, ftruncateFd, writeAllAt } from '../../../cor
 import type { Logger } from '../../../core/log/logger.js';
 import { unlock } from './locks.js';
 import { writeTimestampFile } from './files.js';
+import type { RunningDigest } from './digest.js';
 
 export interface WriterState {
   root: string;
@@ -24,7 +24,7 @@ export interface WriterState {
   fd: number;
   offset: number;
   total: number;
-  hash: Hash;
+  running: RunningDigest;
   startedAt: Date;
   updatedAt: Date;
   blobPath: (digest: string) => string;
@@ -34,7 +34,8 @@ export interface WriterState {
 
 export class LocalWriter implements ContentWriter {
   private fd: number | undefined;
-  private hash: Hash;
+  private readonly running: RunningDigest;
+  private committed: string | undefined;
   private offset: number;
   private readonly total: number;
   private readonly startedAt: Date;
@@ -43,7 +44,7 @@ export class LocalWriter implements ContentWriter {
 
   constructor(private readonly s: WriterState) {
     this.fd = s.fd;
-    this.hash = s.hash;
+    this.running = s.running;
     this.offset = s.offset;
     this.total = s.total;
     this.startedAt = s.startedAt;
@@ -54,9 +55,8 @@ export class LocalWriter implements ContentWriter {
     return { ref: this.s.ref, offset: this.offset, total: this.total, expected: '', startedAt: this.startedAt, updatedAt: this.updatedAt };
   }
 
-  digest(): string {
-    // Digesting a copy keeps the running state for further writes.
-    return `sha256:${this.hash.copy().digest('hex')}`;
+  digest(): Promise<string> {
+    return this.committed !== undefined ? Promise.resolve(this.committed) : this.running.digest();
   }
 
   async write(data: Uint8Array): Promise<void> {
@@ -64,19 +64,11 @@ export class LocalWriter implements ContentWriter {
     if (fd === undefined) throw new FailedPreconditionError('cannot write on closed writer');
     if (data.length === 0) return;
     const position = this.offset;
-    // The kernel copies the bytes on the thread pool while the hash runs here.
-    const written = writeAllAt(fd, data, position);
-    this.hash.update(data);
+    // On failure offset and digest stay where they were: the client resumes from a Stat.
+    await writeAllAt(fd, data, position);
+    this.running.written(data, position);
     this.offset += data.length;
     this.updatedAt = new Date();
-    try {
-      await written;
-    } catch (err) {
-      // Keep offset and digest consistent with the file: the client resumes from a Stat.
-      this.offset = position;
-      this.hash = await rehashPrefix(this.s.path, position);
-      throw err;
-    }
   }
 
   async truncate(size = 0): Promise<void> {
@@ -84,7 +76,7 @@ export class LocalWriter implements ContentWriter {
     if (this.fd === undefined) throw new FailedPreconditionError('cannot truncate closed writer');
     await ftruncateFd(this.fd);
     this.offset = 0;
-    this.hash = createHash('sha256');
+    await this.running.restart(0);
     this.updatedAt = new Date();
   }
 
@@ -103,7 +95,7 @@ export class LocalWriter implements ContentWriter {
       if (size > 0 && size !== st.size) {
         throw new FailedPreconditionError(`unexpected commit size ${st.size}, expected ${size}`);
       }
-      const dgst = this.digest();
+      const dgst = await this.running.digest();
       if (expected && expected !== dgst) {
         throw new FailedPreconditionError(`unexpected commit digest ${dgst}, expected ${expected}`);
       }
@@ -123,6 +115,7 @@ export class LocalWriter implements ContentWriter {
       await chmod(target, (st.mode & 0o777) & ~0o333).catch((err) =>
         this.s.log.warn('failed to make blob read-only', { digest: dgst, error: String(err) }),
       );
+      this.committed = dgst;
     } finally {
       this.release();
     }
@@ -148,6 +141,7 @@ export class LocalWriter implements ContentWriter {
   private release(): void {
     if (this.released) return;
     this.released = true;
+    this.running.close();
     unlock(this.s.root, this.s.ref);
   }
 }
@@ -159,13 +153,4 @@ async function exists(p: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** Hashes the first `length` bytes of an ingest's data file (streaming). */
-export async function rehashPrefix(ingestPath: string, length: number): Promise<Hash> {
-  const hash = createHash('sha256');
-  if (length <= 0) return hash;
-  const stream = fs.createReadStream(join(ingestPath, 'data'), { start: 0, end: length - 1, highWaterMark: 4 << 20 });
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return hash;
 }

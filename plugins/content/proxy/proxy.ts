@@ -34,6 +34,8 @@ type WriteRequest = Parameters<WriteCall['write']>[0];
 class ProxyWriter implements ContentWriter {
   private current: IngestStatus;
   private running: string;
+  /** Whether `running` covers every byte written (servers may leave WRITE answers without one). */
+  private fresh = true;
   private ended = false;
 
   private constructor(
@@ -74,7 +76,8 @@ class ProxyWriter implements ContentWriter {
       if (res.done) throw new UnavailableError(`content writer for ${this.current.ref} closed by the peer`);
       const r = res.value;
       this.current = { ...this.current, offset: r.offset, total: r.total || this.current.total, updatedAt: r.updatedAt ?? new Date() };
-      if (r.digest) this.running = r.digest;
+      this.fresh = r.digest !== '';
+      if (this.fresh) this.running = r.digest;
       return r;
     } catch (err) {
       this.end(true);
@@ -93,7 +96,8 @@ class ProxyWriter implements ContentWriter {
     return { ...this.current };
   }
 
-  digest(): string {
+  async digest(): Promise<string> {
+    if (!this.fresh && !this.ended) await this.exchange({ action: WriteAction.STAT, ref: this.current.ref });
     return this.running;
   }
 

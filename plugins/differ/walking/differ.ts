@@ -213,7 +213,7 @@ export class WalkingDiffer implements Differ {
         });
         await Promise.all([writeDiff(lowerRoot, upperRoot, sink, { signal: ctx.signal }), finished]);
       }
-      const digest = writer.digest();
+      const digest = await writer.digest();
       const size = writer.status().offset;
       try {
         await writer.commit(size, digest, Object.keys(labels).length ? labels : undefined);

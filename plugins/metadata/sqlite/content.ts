@@ -357,7 +357,7 @@ export class SqliteContentStore implements ContentStore {
         } catch (err) {
           if (!isAlreadyExists(err)) throw err;
         }
-        actual = bw.digest();
+        actual = await bw.digest();
       }
       this.md.transaction(() => {
         this.md.namespaces.ensure(ns);
@@ -466,8 +466,8 @@ export class NamespacedWriter implements ContentWriter {
     };
   }
 
-  digest(): string {
-    return this.backendWriter ? this.backendWriter.digest() : this.desc.digest;
+  digest(): Promise<string> {
+    return this.backendWriter ? this.backendWriter.digest() : Promise.resolve(this.desc.digest);
   }
 
   async write(data: Uint8Array): Promise<void> {

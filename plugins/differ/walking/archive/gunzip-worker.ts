@@ -16,9 +16,8 @@
  * asked for.
  */
 import { Readable } from 'node:stream';
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { trimMalloc } from '../../../../core/sys/malloc.js';
-import { reapplyRuntimeV8Flags } from '../../../../core/sys/v8flags.js';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { IdleExitWorker, type WorkerJob } from '../../../../core/sys/idle-worker.js';
 
 /** Layers smaller than this (compressed) are inflated on the main thread: not worth a hop. */
 export const WORKER_MIN_LAYER_BYTES = 4 * 1024 * 1024;
@@ -45,11 +44,7 @@ type FromWorker =
   | { type: 'end'; digest: string; bytes: number }
   | { type: 'error'; message: string; code?: string };
 
-/**
- * The worker's program. It is serialised with Function.prototype.toString and evaluated in
- * the worker, so it may only use what it requires itself (the same source works bundled and
- * under the test runner's TypeScript loader).
- */
+/** The worker's program (see core/sys/idle-worker.ts for what it may use). */
 function workerMain(load: NodeJS.Require, chunkSize: number, maxAhead: number): void {
   const { parentPort } = load('node:worker_threads') as typeof import('node:worker_threads');
   const zlib = load('node:zlib') as typeof import('node:zlib');
@@ -102,52 +97,13 @@ function workerMain(load: NodeJS.Require, chunkSize: number, maxAhead: number): 
   });
 }
 
-interface SharedWorker {
-  worker: Worker;
-  jobs: Set<WorkerGunzip>;
-  idle?: NodeJS.Timeout;
-}
-
-let shared: SharedWorker | undefined;
-
-function acquire(job: WorkerGunzip): Worker {
-  if (!shared) {
-    const worker = new Worker(`(${workerMain.toString()})(require, ${INFLATE_CHUNK}, ${MAX_CHUNKS_AHEAD})`, { eval: true });
-    // The daemon's exit must not wait for it.
-    worker.unref();
-    // Starting it reset some of the daemon's run-time V8 flags (see core/sys/v8flags.ts).
-    worker.once('online', reapplyRuntimeV8Flags);
-    const state: SharedWorker = { worker, jobs: new Set() };
-    const fail = (err: Error) => {
-      if (shared === state) shared = undefined;
-      for (const j of state.jobs) j.destroy(new Error(`layer decompression worker failed: ${err.message}`, { cause: err }));
-    };
-    worker.on('error', fail);
-    worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
-    shared = state;
-  }
-  clearTimeout(shared.idle);
-  shared.jobs.add(job);
-  return shared.worker;
-}
-
-function release(job: WorkerGunzip): void {
-  const state = shared;
-  if (!state || !state.jobs.delete(job) || state.jobs.size) return;
-  state.idle = setTimeout(() => {
-    if (shared !== state || state.jobs.size) return;
-    shared = undefined;
-    // The worker's heap was malloc'd in an arena of its own thread: hand it back once it is gone.
-    void state.worker.terminate().then(() => trimMalloc(), () => undefined);
-  }, IDLE_EXIT_MS);
-  state.idle.unref();
-}
+const pool = new IdleExitWorker('layer decompression', workerMain, [INFLATE_CHUNK, MAX_CHUNKS_AHEAD], IDLE_EXIT_MS);
 
 /**
  * The decompressed bytes of a gzip stream, inflated on the worker. `digest` and `bytes` (the
  * uncompressed layer's diff id and size) are set once the stream has ended.
  */
-export class WorkerGunzip extends Readable {
+export class WorkerGunzip extends Readable implements WorkerJob {
   digest = '';
   bytes = 0;
   private readonly port: MessagePort;
@@ -160,7 +116,7 @@ export class WorkerGunzip extends Readable {
     super({ highWaterMark: INFLATE_CHUNK });
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    acquire(this).postMessage({ port: port2 }, [port2]);
+    pool.acquire(this).postMessage({ port: port2 }, [port2]);
     port1.on('message', (m: FromWorker) => this.onWorkerMessage(m));
     source.on('data', (chunk: Buffer) => {
       // A private copy to hand over: the source may reuse or share its buffer.
@@ -172,6 +128,10 @@ export class WorkerGunzip extends Readable {
     });
     source.on('end', () => this.send({ type: 'end' }));
     source.on('error', (err) => this.destroy(err));
+  }
+
+  fail(err: Error): void {
+    this.destroy(err);
   }
 
   private send(m: ToWorker, transfer?: ArrayBuffer[]): void {
@@ -217,7 +177,7 @@ export class WorkerGunzip extends Readable {
     if (this.finished) return;
     this.finished = true;
     this.port.close();
-    release(this);
+    pool.release(this);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

@@ -51,7 +51,7 @@ describe('local content store', () => {
     await w.write(data.subarray(0, 1 << 20));
     await w.write(data.subarray(1 << 20));
     assert.equal(w.status().offset, data.length);
-    assert.equal(w.digest(), sha(data));
+    assert.equal(await w.digest(), sha(data));
     await w.commit(data.length, sha(data));
     const blob = join(dir, 'blobs', 'sha256', sha(data).slice(7));
     assert.deepEqual(readFileSync(blob), data);
@@ -102,7 +102,7 @@ describe('local content store', () => {
     const w2 = await store.writer(ctx, { ref: 'resume', total: data.length });
     assert.equal(w2.status().offset, 2 << 20);
     assert.equal(w2.status().startedAt.getTime(), st.startedAt.getTime());
-    assert.equal(w2.digest(), sha(data.subarray(0, 2 << 20)));
+    assert.equal(await w2.digest(), sha(data.subarray(0, 2 << 20)));
     await w2.write(data.subarray(2 << 20));
     await w2.commit(data.length, sha(data));
     assert.deepEqual(await readAll(await store.read(ctx, sha(data))), data);

@@ -79,7 +79,7 @@ describe('ProxyContentStore', () => {
     await w.write(data.subarray(1000));
     assert.equal(w.status().offset, data.length);
     await w.commit(data.length, digestOf(data), { 'containerd.io/gc.root': 'x' });
-    assert.equal(w.digest(), digestOf(data));
+    assert.equal(await w.digest(), digestOf(data));
 
     const info = await proxy.info(ctx, digestOf(data));
     assert.equal(info.size, data.length);
