@@ -1,6 +1,7 @@
 /**
- * Filesystem calls Node does not offer: mknod(2) (device nodes, fifos and overlay whiteouts)
- * and the l*xattr(2) family (extended attributes on a path without following a final symlink).
+ * Filesystem calls Node does not offer: mknod(2) (device nodes, fifos and overlay whiteouts),
+ * the l*xattr(2) family (extended attributes on a path without following a final symlink) and
+ * the inode flag that spreads a directory's subdirectories over the disk.
  *
  * They go through koffi against libc. Neither koffi nor libc is loaded when this module is
  * imported; the first call loads both. The calls are synchronous: each is a single quick
@@ -9,8 +10,9 @@
  * Failures throw Node-style errors (see errno.ts): `code` such as 'ENODATA', negative `errno`,
  * `syscall` and `path`, the same shape fs.* errors have.
  */
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { syscallError } from './errno.js';
-import { openLibc } from './syscalls.js';
+import { ioctl, openLibc } from './syscalls.js';
 
 type Koffi = typeof import('koffi');
 type Fn = (...args: unknown[]) => number;
@@ -167,3 +169,39 @@ export function lremovexattr(path: string, name: string): void {
 // Linux errno values (identical on every architecture Node runs on).
 const ENODATA = 61;
 const ERANGE = 34;
+
+// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS (_IOR/_IOW('f', 1/2, long)); the kernel reads and writes an int.
+const FS_IOC_GETFLAGS = 0x80086601;
+const FS_IOC_SETFLAGS = 0x40086602;
+const FS_TOPDIR_FL = 0x00020000;
+
+/**
+ * Asks the filesystem to place each new subdirectory of `dir` as it would a top-level one:
+ * spread over the block groups with the most room, rather than next to its siblings (ext2/3/4's
+ * Orlov allocator; other filesystems ignore the flag or do not have it).
+ *
+ * Why: an ext4 without a journal skips, for every inode it allocates, each free inode of the
+ * group that was freed in the last minute or more (`recently_deleted` in fs/ext4/ialloc.c).
+ * Unpacking a layer next to the one just removed then scanned thousands of such inodes per
+ * file created, growing with every pull/remove cycle (a 9,000-file layer: 1.1 s, then 1.7, 2.5,
+ * 3.1 s); in a group of its own each file takes the first free inode.
+ *
+ * Best effort: false where the flag cannot be set (not supported, not permitted).
+ */
+export function spreadNewSubdirectories(dir: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    const flags = Buffer.alloc(8);
+    ioctl(fd, FS_IOC_GETFLAGS, flags, dir);
+    const current = flags.readInt32LE(0);
+    if (current & FS_TOPDIR_FL) return true;
+    flags.writeInt32LE(current | FS_TOPDIR_FL, 0);
+    ioctl(fd, FS_IOC_SETFLAGS, flags, dir);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}

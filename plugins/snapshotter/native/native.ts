@@ -18,6 +18,7 @@ import {
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
 import { diskUsageSync } from '../../../core/snapshots/usage.js';
 import { removeDirectories } from '../common.js';
+import { spreadNewSubdirectories } from '../../../core/sys/fsx.js';
 import { copyTree } from './copy.js';
 
 /** Sentinel thrown to roll back a validation-only transaction. */
@@ -38,6 +39,8 @@ export class NativeSnapshotter implements Snapshotter {
     mkdirSync(root, { recursive: true, mode: 0o700 });
     this.snapshotsDir = join(root, 'snapshots');
     mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
+    // Each snapshot's tree away from the ones just removed (see spreadNewSubdirectories).
+    spreadNewSubdirectories(this.snapshotsDir);
     this.ms = new MetaStore(join(root, 'metadata.db'));
   }
 

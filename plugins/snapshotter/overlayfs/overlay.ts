@@ -23,6 +23,7 @@ import {
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
 import { diskUsageSync } from '../../../core/snapshots/usage.js';
 import { removeDirectories } from '../common.js';
+import { spreadNewSubdirectories } from '../../../core/sys/fsx.js';
 
 export interface OverlayOptions {
   /** Keep removed snapshots' directories until cleanup (containerd's default for the plugin). */
@@ -48,6 +49,8 @@ export class OverlaySnapshotter implements Snapshotter, Cleaner {
     mkdirSync(root, { recursive: true, mode: 0o700 });
     this.snapshotsDir = join(root, 'snapshots');
     mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
+    // Each snapshot's tree away from the ones just removed (see spreadNewSubdirectories).
+    spreadNewSubdirectories(this.snapshotsDir);
     this.ms = new MetaStore(join(root, 'metadata.db'));
     this.overlayOptions = [
       ...(opts.indexOff ? ['index=off'] : []),

@@ -1,6 +1,7 @@
 // core/sys/fsx.ts: mknod and the l*xattr calls through koffi, with Node-style errors.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -73,5 +74,23 @@ describe('fsx', () => {
     assert.ok(st.isBlockDevice());
     assert.deepEqual([fsx.major(st.rdev), fsx.minor(st.rdev)], [7, 200]);
     assert.throws(() => fsx.mknod(path.join(dir, 'loop'), fsx.S_IFCHR, 0), { code: 'EEXIST' });
+  });
+  it('marks a directory so that its new subdirectories are spread (ext4 TOPDIR flag); false where impossible', async (t) => {
+    const d = path.join(dir, 'spread');
+    await fsp.mkdir(d);
+    const fsType = execFileSync('stat', ['-f', '-c', '%T', d], { encoding: 'utf8' }).trim();
+    if (fsType !== 'ext2/ext3') {
+      t.diagnostic(`${d} is on ${fsType}: only the refusal path runs`);
+    } else {
+      assert.equal(fsx.spreadNewSubdirectories(d), true);
+      const attrs = execFileSync('lsattr', ['-d', d], { encoding: 'utf8' });
+      assert.match(attrs.split(' ')[0]!, /T/);
+      // Setting it again is a no-op that still succeeds.
+      assert.equal(fsx.spreadNewSubdirectories(d), true);
+    }
+    assert.equal(fsx.spreadNewSubdirectories(path.join(dir, 'missing')), false);
+    const file = path.join(dir, 'plain-file');
+    await fsp.writeFile(file, '');
+    assert.equal(fsx.spreadNewSubdirectories(file), false);
   });
 });
