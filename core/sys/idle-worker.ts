@@ -6,8 +6,9 @@
  * worker, so it may only use what it requires itself (the same source then works bundled and
  * under the test runner's TypeScript loader). Nor may it declare named inner functions
  * (`function f`, `const f = () => …`): the bundler keeps their names through a helper of its
- * own output that the worker does not have. Methods of an object literal are fine. Jobs talk to it over MessageChannels of their
- * own; if the worker dies, every job using it is failed and the next job starts a new one.
+ * own output that the worker does not have. Methods of an object literal are fine.
+ * Jobs talk to it over MessageChannels of their own; if the worker dies, every job using it
+ * is failed and the next job starts a new one.
  */
 import { Worker } from 'node:worker_threads';
 import { trimMalloc } from './malloc.js';

@@ -198,7 +198,7 @@ export class RunningDigest {
     this.bytes += data.length;
     if (this.session) return this.session.append(position, data.length);
     this.hash!.update(data);
-    if (this.bytes >= WORKER_MIN_BYTES && this.opts.useWorker !== false) {
+    if (this.belongsOnWorker(this.bytes)) {
       // The worker hashes the prefix again from the file: cheaper than carrying the state over.
       this.session = new WorkerSession(this.file, this.bytes);
       this.hash = undefined;
@@ -208,7 +208,7 @@ export class RunningDigest {
   /** Starts over from the first `length` bytes of the file (0 after a truncate). */
   async restart(length: number): Promise<void> {
     this.bytes = length;
-    if (length >= WORKER_MIN_BYTES && this.opts.useWorker !== false) {
+    if (this.belongsOnWorker(length)) {
       this.hash = undefined;
       if (this.session) this.session.restart(length);
       else this.session = new WorkerSession(this.file, length);
@@ -216,8 +216,11 @@ export class RunningDigest {
     }
     this.session?.close();
     this.session = undefined;
-    this.hash = createHash('sha256');
-    if (length > 0) this.hash = await hashFilePrefix(this.file, length);
+    this.hash = await hashFilePrefix(this.file, length);
+  }
+
+  private belongsOnWorker(bytes: number): boolean {
+    return bytes >= WORKER_MIN_BYTES && this.opts.useWorker !== false;
   }
 
   /** `sha256:<hex>` of every byte written so far. */

@@ -105,10 +105,10 @@ export class LocalContentStore implements ContentStore {
   private readonly digestOptions: RunningDigestOptions;
 
   private constructor(readonly root: string, opts: LocalStoreOptions) {
-    const log = (this.log = opts.log ?? silentLogger);
+    this.log = opts.log ?? silentLogger;
     this.staleIngestAgeMs = opts.staleIngestAgeMs ?? DAY_MS;
     this.digestOptions = {
-      onWorkerFailure: (err) => log.warn('ingest hashing worker failed; hashing on the main thread', { error: err.message }),
+      onWorkerFailure: (err) => this.log.warn('ingest hashing worker failed; hashing on the main thread', { error: err.message }),
     };
   }
 
