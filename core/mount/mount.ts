@@ -4,7 +4,6 @@
  * mount(2) calls Linux actually needs, and undoes it again.
  */
 import { closeSync } from 'node:fs';
-import { realpath } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../errdefs/errdefs.js';
 import { hasErrnoCode } from '../sys/errno.js';
@@ -12,7 +11,7 @@ import * as sys from '../sys/syscalls.js';
 import { MNT_DETACH, MS_BIND, MS_PER_MOUNT, MS_RDONLY, MS_REMOUNT } from './flags.js';
 import { setupLoop, type LoopDevice } from './loop.js';
 import { mountInDirectory } from './mountat.js';
-import { mountInfo } from './mountinfo.js';
+import { mountInfo, resolvedPath } from './mountinfo.js';
 import { compactLowerdirOption, optionsSize, parseMountOptions } from './options.js';
 import { type Mount, mountpointOf } from './types.js';
 
@@ -139,7 +138,7 @@ export async function unmountAll(target: string, flags = 0): Promise<void> {
   if (!target) return;
   let root: string;
   try {
-    root = await realpath(target);
+    root = resolvedPath(target);
   } catch (err) {
     if (hasErrnoCode(err, 'ENOENT')) return;
     throw err;
