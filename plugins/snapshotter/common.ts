@@ -3,13 +3,14 @@
  * removal of directories that no storage record owns any more.
  */
 import { execFile } from 'node:child_process';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../../core/errdefs/errdefs.js';
 import type { Logger } from '../../core/log/logger.js';
 import { mountInfo, resolvedPath, type MountInfo } from '../../core/mount/mountinfo.js';
 import type { Platform } from '../../core/plugin/types.js';
+import { removeTreeSync } from '../../core/sys/remove-tree.js';
 
 const GOARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
 
@@ -32,7 +33,7 @@ export async function removeDirectories(paths: readonly string[], log?: Logger):
   // it synchronously less than a thread-pool round trip per entry.
   if (await smallUnmountedTrees(paths)) {
     try {
-      for (const p of paths) rmSync(p, { recursive: true, force: true });
+      for (const p of paths) removeTreeSync(p);
       return;
     } catch (err) {
       log?.debug('in-process removal failed; using rm -rf', { error: (err as Error).message });

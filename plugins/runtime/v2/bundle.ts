@@ -9,10 +9,11 @@
  * more CPU (thread wake-ups, completion callbacks) than the operation itself; run8 makes
  * ~35 of them per container.
  */
-import { chmodSync, chownSync, mkdirSync, readlinkSync, renameSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { AlreadyExistsError, InvalidArgumentError, messageOf } from '../../../core/errdefs/errdefs.js';
 import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
+import { removeTreeSync } from '../../../core/sys/remove-tree.js';
 
 export interface Bundle {
   id: string;
@@ -70,7 +71,7 @@ export async function newBundle(root: string, state: string, namespace: string, 
       mkdirSync(work, { mode: 0o711 });
     } catch (err) {
       if (errno(err) !== 'EEXIST') throw err;
-      rmSync(work, { recursive: true, force: true });
+      removeTreeSync(work);
       mkdirSync(work, { mode: 0o711 });
     }
     made.push(work);
@@ -79,7 +80,7 @@ export async function newBundle(root: string, state: string, namespace: string, 
     return bundle;
   } catch (err) {
     for (const p of made) {
-      try { rmSync(p, { recursive: true, force: true }); } catch { /* best effort while reporting err */ }
+      try { removeTreeSync(p); } catch { /* best effort while reporting err */ }
     }
     throw err;
   }
@@ -93,7 +94,7 @@ function atomicDelete(path: string): void {
     if (errno(err) === 'ENOENT') return;
     throw err;
   }
-  rmSync(hidden, { recursive: true, force: true });
+  removeTreeSync(hidden);
 }
 
 /** Removes the bundle and its work dir; the rootfs is unmounted first. */
