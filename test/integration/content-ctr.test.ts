@@ -44,6 +44,15 @@ describe('ctr content and leases against berthd', () => {
     // Ingesting it again is fine: the blob exists.
     r = await ctr(d.address, ['content', 'ingest', '--expected-digest', dg, 'ref-2'], { namespace: ns, input: blob });
     assert.equal(r.code, 0, r.stderr);
+    // Also without an expected digest, so the commit itself finds the blob, and past the size
+    // where hashing moves to a worker (whose state goes with the writer before the commit's
+    // caller asks for the digest once more).
+    const big = randomBytes(6 << 20);
+    for (const ref of ['big-1', 'big-2']) {
+      const again = await ctr(d.address, ['content', 'ingest', ref], { namespace: ns, input: big });
+      assert.equal(again.code, 0, `${ref}: ${again.stderr}`);
+    }
+    assert.equal((await ctr(d.address, ['content', 'rm', sha(big)], { namespace: ns })).code, 0);
 
     r = await ctr(d.address, ['content', 'ls'], { namespace: ns });
     assert.equal(r.code, 0, r.stderr);

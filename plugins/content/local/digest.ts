@@ -216,6 +216,7 @@ export class RunningDigest {
     }
     this.session?.close();
     this.session = undefined;
+    this.hash = undefined;
     this.hash = await hashFilePrefix(this.file, length);
   }
 
@@ -235,8 +236,10 @@ export class RunningDigest {
         this.hash = await hashFilePrefix(this.file, this.bytes);
       }
     }
+    // No state: closed, or a restart that failed to read the file back.
+    if (!this.hash) throw new Error(`ingest digest of ${this.file} is not available (writer closed or restart failed)`);
     // Digesting a copy keeps the running state for further writes.
-    return `sha256:${this.hash!.copy().digest('hex')}`;
+    return `sha256:${this.hash.copy().digest('hex')}`;
   }
 
   /** Ends the worker session, if any. */

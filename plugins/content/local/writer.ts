@@ -103,6 +103,9 @@ export class LocalWriter implements ContentWriter {
       await mkdir(dirname(target), { recursive: true, mode: 0o755 });
       if (await exists(target)) {
         await rm(this.s.path, { recursive: true, force: true }).catch(() => undefined);
+        // The bytes were verified: the caller records the blob under this digest (the hashing
+        // state is released with the writer, so the digest must be kept here).
+        this.committed = dgst;
         throw new AlreadyExistsError(`content ${dgst}`);
       }
       // The rename is the commit: readers see either no blob or the whole verified blob.
