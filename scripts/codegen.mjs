@@ -55,6 +55,7 @@ for (const run of runs) {
 }
 rmSync(templatePath);
 stripClientConstructors(staging);
+viewBytesWithoutCopy(staging);
 const old = `${out}.old-${process.pid}`;
 if (existsSync(out)) renameSync(out, old);
 renameSync(staging, out);
@@ -77,5 +78,31 @@ function stripClientConstructors(dir) {
       .replace(/export const \w+Client = makeGenericClientConstructor\([\s\S]*?\n\};\n/g, '')
       .replace(/^\s*makeGenericClientConstructor,\n/m, '');
     if (stripped !== text) writeFileSync(p, stripped);
+  }
+}
+
+/**
+ * With env=node ts-proto wraps every decoded bytes field, and every serialized message, in
+ * Buffer.from(uint8array), which copies: a 1 MiB Content.Write chunk was copied once more on
+ * the daemon's main thread before it could be written out. A Buffer view over the same memory
+ * is what the code needs (the reader's input and finish()'s output are not reused), so the
+ * generated calls are rewritten to make one.
+ */
+function viewBytesWithoutCopy(dir) {
+  const helper = 'const bufferView = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);\n';
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) { viewBytesWithoutCopy(p); continue; }
+    if (!name.endsWith('.ts')) continue;
+    const text = readFileSync(p, 'utf8');
+    let rewritten = text
+      .replace(/Buffer\.from\(reader\.bytes\(\)\)/g, 'bufferView(reader.bytes())')
+      .replace(/Buffer\.from\((\w+)\.encode\(value\)\.finish\(\)\)/g, 'bufferView($1.encode(value).finish())');
+    if (rewritten === text) continue;
+    // After the imports: the last import statement ends with `";\n` or `';\n` at line start.
+    const lastImport = rewritten.lastIndexOf('\nimport ');
+    const insertAt = lastImport < 0 ? 0 : rewritten.indexOf(';\n', lastImport) + 2;
+    rewritten = `${rewritten.slice(0, insertAt)}\n${helper}${rewritten.slice(insertAt)}`;
+    writeFileSync(p, rewritten);
   }
 }
