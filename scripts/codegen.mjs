@@ -54,13 +54,24 @@ for (const run of runs) {
   });
 }
 rmSync(templatePath);
-stripClientConstructors(staging);
-viewBytesWithoutCopy(staging);
+rewriteGenerated(staging, (text) => viewBytesWithoutCopy(stripClientConstructors(text)));
 const old = `${out}.old-${process.pid}`;
 if (existsSync(out)) renameSync(out, old);
 renameSync(staging, out);
 rmSync(old, { recursive: true, force: true });
 console.log(`codegen: wrote ${out}`);
+
+/** Applies `transform` to every generated .ts file below `dir`, writing back what changed. */
+function rewriteGenerated(dir, transform) {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) { rewriteGenerated(p, transform); continue; }
+    if (!name.endsWith('.ts')) continue;
+    const text = readFileSync(p, 'utf8');
+    const rewritten = transform(text);
+    if (rewritten !== text) writeFileSync(p, rewritten);
+  }
+}
 
 /**
  * berth uses the generated service definitions, never ts-proto's grpc-js client classes. Those
@@ -68,17 +79,10 @@ console.log(`codegen: wrote ${out}`);
  * bundle importing a service module (≈ 12 MB of memory in each shim). Dropping the constructor
  * lets the bundler leave grpc-js out where only the definitions and codecs are used.
  */
-function stripClientConstructors(dir) {
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) { stripClientConstructors(p); continue; }
-    if (!name.endsWith('.ts')) continue;
-    const text = readFileSync(p, 'utf8');
-    const stripped = text
-      .replace(/export const \w+Client = makeGenericClientConstructor\([\s\S]*?\n\};\n/g, '')
-      .replace(/^\s*makeGenericClientConstructor,\n/m, '');
-    if (stripped !== text) writeFileSync(p, stripped);
-  }
+function stripClientConstructors(text) {
+  return text
+    .replace(/export const \w+Client = makeGenericClientConstructor\([\s\S]*?\n\};\n/g, '')
+    .replace(/^\s*makeGenericClientConstructor,\n/m, '');
 }
 
 /**
@@ -88,21 +92,14 @@ function stripClientConstructors(dir) {
  * is what the code needs (the reader's input and finish()'s output are not reused), so the
  * generated calls are rewritten to make one.
  */
-function viewBytesWithoutCopy(dir) {
+function viewBytesWithoutCopy(text) {
+  const rewritten = text
+    .replace(/Buffer\.from\(reader\.bytes\(\)\)/g, 'bufferView(reader.bytes())')
+    .replace(/Buffer\.from\((\w+)\.encode\(value\)\.finish\(\)\)/g, 'bufferView($1.encode(value).finish())');
+  if (rewritten === text) return text;
   const helper = 'const bufferView = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength);\n';
-  for (const name of readdirSync(dir)) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) { viewBytesWithoutCopy(p); continue; }
-    if (!name.endsWith('.ts')) continue;
-    const text = readFileSync(p, 'utf8');
-    let rewritten = text
-      .replace(/Buffer\.from\(reader\.bytes\(\)\)/g, 'bufferView(reader.bytes())')
-      .replace(/Buffer\.from\((\w+)\.encode\(value\)\.finish\(\)\)/g, 'bufferView($1.encode(value).finish())');
-    if (rewritten === text) continue;
-    // After the imports: the last import statement ends with `";\n` or `';\n` at line start.
-    const lastImport = rewritten.lastIndexOf('\nimport ');
-    const insertAt = lastImport < 0 ? 0 : rewritten.indexOf(';\n', lastImport) + 2;
-    rewritten = `${rewritten.slice(0, insertAt)}\n${helper}${rewritten.slice(insertAt)}`;
-    writeFileSync(p, rewritten);
-  }
+  // After the imports: the last import statement ends with `;` and a newline.
+  const lastImport = rewritten.lastIndexOf('\nimport ');
+  const insertAt = lastImport < 0 ? 0 : rewritten.indexOf(';\n', lastImport) + 2;
+  return `${rewritten.slice(0, insertAt)}\n${helper}${rewritten.slice(insertAt)}`;
 }
