@@ -19,6 +19,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, w
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
+import { takeDeferredExtraCa } from '../core/sys/extra-ca.js';
 import { applyRuntimeV8Flags } from '../core/sys/v8flags.js';
 
 export interface LaunchOptions {
@@ -112,6 +113,7 @@ function writeAtomically(path: string, data: Buffer): void {
  * Synchronous: the program's own top-level code has run when it returns.
  */
 export function launch(dir: string, opts: LaunchOptions): void {
+  takeDeferredExtraCa();
   applyRuntimeV8Flags([...V8_FLAGS, ...(PROGRAM_V8_FLAGS[opts.name] ?? [])]);
   const file = join(dir, `${opts.name}.cjs`);
   const source = readFileSync(file, 'utf8');

@@ -24,10 +24,10 @@ import http from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { rootCertificates } from 'node:tls';
 import * as TOML from '@iarna/toml';
 import { InvalidArgumentError, messageOf } from '../../core/errdefs/errdefs.js';
 import { Authorizer } from './auth.js';
+import { defaultSecureContext, trustedCertificates } from './trust.js';
 import {
   ALL_CAPABILITIES,
   type CredentialsCallback,
@@ -245,7 +245,7 @@ export interface HostsOptions {
  */
 export function configureHosts(options: HostsOptions = {}): RegistryHosts {
   const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-  const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16 });
+  const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 16, secureContext: defaultSecureContext() });
   const authorizer = new Authorizer({ credentials: options.credentials, timeoutMs: options.timeoutMs });
   const tlsPools = new Map<string, { agent: https.Agent; authorizer: Authorizer }>();
   const baseHeaders: Record<string, string[]> = {};
@@ -286,7 +286,7 @@ export function configureHosts(options: HostsOptions = {}): RegistryHosts {
             const agent = new https.Agent({
               keepAlive: true,
               maxSockets: 16,
-              ca: tls.ca ? [...rootCertificates, ...tls.ca] : undefined,
+              ca: trustedCertificates(tls.ca ?? []),
               cert: tls.clientCerts?.map((c) => c.cert),
               key: tls.clientCerts?.map((c) => c.key),
               rejectUnauthorized: !tls.skipVerify,

@@ -4,6 +4,13 @@ import { globalDefaults } from './context.js';
 import { commands } from './commands/index.js';
 import { messageOf } from '../../core/errdefs/errdefs.js';
 
+// A reader that went away (`berth images ls | head -1`) ends the command quietly, as SIGPIPE
+// ends ctr, instead of an unhandled EPIPE with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const defaults = globalDefaults();
 const program = new Command('berth')
   .description('command line client for berthd (and any containerd 1.6 API daemon)')

@@ -8,7 +8,6 @@ import type { Readable, Writable } from 'node:stream';
 import { once } from 'node:events';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import { rootCertificates } from 'node:tls';
 import type { Command } from 'commander';
 import { action, collect, UsageError } from '../action.js';
 import type { CliContext } from '../context.js';
@@ -17,6 +16,7 @@ import { goErrnoText } from '../../../core/sys/errno.js';
 import { isAlreadyExists, isNotFound, messageOf } from '../../../core/errdefs/errdefs.js';
 import type { ResolverOptions } from '../../../client/remotes/resolver.js';
 import type { RegistryHosts } from '../../../client/remotes/types.js';
+import { trustedCertificates } from '../../../client/remotes/trust.js';
 
 // ---------------------------------------------------------------------------- shared flags
 
@@ -73,7 +73,7 @@ export async function resolverOptions(opts: Record<string, any>): Promise<Resolv
     const agent = new https.Agent({
       keepAlive: true,
       rejectUnauthorized: !opts.skipVerify,
-      ca: opts.tlscacert ? [...rootCertificates, readFileSync(opts.tlscacert, 'utf8')] : undefined,
+      ca: trustedCertificates(opts.tlscacert ? [readFileSync(opts.tlscacert, 'utf8')] : []),
       cert: opts.tlscert ? readFileSync(opts.tlscert, 'utf8') : undefined,
       key: opts.tlskey ? readFileSync(opts.tlskey, 'utf8') : undefined,
     });
