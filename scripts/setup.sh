@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for berth: the host tools berth drives (runc, the Debian
 # containerd package for its ctr client and runc shim, btrfs-progs, busybox-static for test
-# images, docker-registry for a local registry, zstd), then npm dependencies and the build.
+# images, docker-registry for a local registry, zstd, openssl for the TLS tests' certificates),
+# then npm dependencies and the build.
 # Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 need=()
 for pair in runc:runc ctr:containerd containerd-shim-runc-v2:containerd containerd-shim:containerd \
             mkfs.btrfs:btrfs-progs busybox:busybox-static docker-registry:docker-registry zstd:zstd \
-            mkfs.ext4:e2fsprogs losetup:mount; do
+            mkfs.ext4:e2fsprogs losetup:mount openssl:openssl; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/sbin/$bin" ] || need+=("$pkg")
 done
