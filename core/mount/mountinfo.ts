@@ -87,7 +87,7 @@ export async function mountInfo(pid: number | 'self' = 'self'): Promise<MountInf
 export const resolvedPath = (path: string): string => realpathSync.native(path);
 
 /** Absolute path with symlinks resolved when it exists (mountinfo lists resolved paths). */
-async function canonical(path: string): Promise<string> {
+export function canonicalPath(path: string): string {
   try {
     return resolvedPath(path);
   } catch {
@@ -104,7 +104,7 @@ function contains(mountpoint: string, path: string): boolean {
  * mounts stacked on the same mountpoint the last (topmost, the visible one) wins.
  */
 export async function lookupMount(path: string, mounts?: readonly MountInfo[]): Promise<MountInfo> {
-  const target = await canonical(path);
+  const target = canonicalPath(path);
   let best: MountInfo | undefined;
   for (const m of mounts ?? (await mountInfo())) {
     if (contains(m.mountpoint, target) && (!best || m.mountpoint.length >= best.mountpoint.length)) best = m;

@@ -6,8 +6,8 @@
  * are removed, never followed. Nothing here checks for mount points: callers unmount first
  * or make sure nothing is mounted below.
  */
-import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 
 const code = (err: unknown) => (err as NodeJS.ErrnoException).code;
 
@@ -31,6 +31,22 @@ export function removeTreeSync(path: string): void {
   } catch (err) {
     if (code(err) !== 'ENOENT') throw err;
   }
+}
+
+/**
+ * Renames `path` to a dot-name beside it, then removes it: a crash in the middle never leaves
+ * a half-removed directory under its live name (task bundles are found by name at boot).
+ * A missing `path` is not an error.
+ */
+export function removeTreeHiddenFirstSync(path: string): void {
+  const hidden = join(dirname(path), `.${basename(path)}`);
+  try {
+    renameSync(path, hidden);
+  } catch (err) {
+    if (code(err) === 'ENOENT') return;
+    throw err;
+  }
+  removeTreeSync(hidden);
 }
 
 function removeFile(path: string): void {

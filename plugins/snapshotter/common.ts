@@ -8,7 +8,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError } from '../../core/errdefs/errdefs.js';
 import type { Logger } from '../../core/log/logger.js';
-import { mountInfo, resolvedPath, type MountInfo } from '../../core/mount/mountinfo.js';
+import { canonicalPath, mountInfo, type MountInfo } from '../../core/mount/mountinfo.js';
 import type { Platform } from '../../core/plugin/types.js';
 import { removeTreeSync } from '../../core/sys/remove-tree.js';
 
@@ -80,13 +80,7 @@ async function smallUnmountedTrees(paths: readonly string[]): Promise<boolean> {
     for (const e of entries) if (e.isDirectory()) pending.push(join(dir, e.name));
   }
   // Mount points are real paths.
-  const real = paths.map((p) => {
-    try {
-      return resolvedPath(p);
-    } catch {
-      return p;
-    }
-  });
+  const real = paths.map(canonicalPath);
   let mounts: MountInfo[];
   try {
     mounts = await mountInfo();

@@ -10,8 +10,9 @@
  */
 import { createHash } from 'node:crypto';
 import { chmod, chown, mkdir, open, readFile, rename, rm, rmdir } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { AlreadyExistsError, InvalidArgumentError, messageOf } from '../../../core/errdefs/errdefs.js';
+import { removeTreeHiddenFirstSync } from '../../../core/sys/remove-tree.js';
 
 /** Where containerd puts shim sockets, independent of its configured state dir. */
 export const SOCKET_ROOT = '/run/containerd';
@@ -127,18 +128,6 @@ export async function readAddress(bundle: V1Bundle): Promise<string> {
   }
 }
 
-/** Renames `path` to a dot-name, then removes it, so a half-removed dir never looks live. */
-async function atomicDelete(path: string): Promise<void> {
-  const hidden = join(dirname(path), `.${basename(path)}`);
-  try {
-    await rename(path, hidden);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return;
-    throw err;
-  }
-  await rm(hidden, { recursive: true, force: true });
-}
-
 /** Removes the socket file behind a `unix://` address (abstract names need nothing). */
 export async function removeSocket(address: string): Promise<void> {
   if (!address.startsWith('unix://')) return;
@@ -165,12 +154,12 @@ export async function deleteBundle(bundle: V1Bundle): Promise<void> {
   }
   let first: unknown;
   try {
-    await atomicDelete(bundle.path);
+    removeTreeHiddenFirstSync(bundle.path);
   } catch (err) {
     first = err;
   }
   try {
-    await atomicDelete(bundle.workDir);
+    removeTreeHiddenFirstSync(bundle.workDir);
   } catch (err) {
     if (first) throw new Error(`Failed to remove both bundle and workdir locations: ${messageOf(err)}: ${messageOf(first)}`, { cause: first });
     throw err;

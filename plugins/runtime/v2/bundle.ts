@@ -9,11 +9,11 @@
  * more CPU (thread wake-ups, completion callbacks) than the operation itself; run8 makes
  * ~35 of them per container.
  */
-import { chmodSync, chownSync, mkdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { chmodSync, chownSync, mkdirSync, readlinkSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { AlreadyExistsError, InvalidArgumentError, messageOf } from '../../../core/errdefs/errdefs.js';
 import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
-import { removeTreeSync } from '../../../core/sys/remove-tree.js';
+import { removeTreeHiddenFirstSync, removeTreeSync } from '../../../core/sys/remove-tree.js';
 
 export interface Bundle {
   id: string;
@@ -86,17 +86,6 @@ export async function newBundle(root: string, state: string, namespace: string, 
   }
 }
 
-function atomicDelete(path: string): void {
-  const hidden = join(dirname(path), `.${basename(path)}`);
-  try {
-    renameSync(path, hidden);
-  } catch (err) {
-    if (errno(err) === 'ENOENT') return;
-    throw err;
-  }
-  removeTreeSync(hidden);
-}
-
 /** Removes the bundle and its work dir; the rootfs is unmounted first. */
 export async function deleteBundle(bundle: Bundle): Promise<void> {
   let work: string | undefined;
@@ -115,10 +104,10 @@ export async function deleteBundle(bundle: Bundle): Promise<void> {
   }
   let bundleErr: unknown;
   try {
-    atomicDelete(bundle.path);
+    removeTreeHiddenFirstSync(bundle.path);
   } catch (err) {
     bundleErr = err;
   }
-  if (work) atomicDelete(work);
+  if (work) removeTreeHiddenFirstSync(work);
   if (bundleErr) throw bundleErr;
 }
