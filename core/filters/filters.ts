@@ -37,8 +37,15 @@ class Scanner {
   get done() { return this.pos >= this.input.length; }
   peek() { return this.input[this.pos]; }
   skipSpace() { while (!this.done && /\s/.test(this.peek()!)) this.pos++; }
-  fail(what: string): never {
-    throw new InvalidArgumentError(`parse error in filter ${JSON.stringify(this.input)} at ${this.pos + 1}: ${what}`);
+  /**
+   * containerd's wording, which marks where the input went wrong: `filters: parse error:
+   * [kind=="a" >|b|< ]: unexpected input: b` (just `[input]` when it ended too early).
+   */
+  fail(what: string, at = this.pos): never {
+    const where = at < this.input.length
+      ? `${this.input.slice(0, at)} >|${this.input[at]}|< ${this.input.slice(at + 1)}`
+      : this.input;
+    throw new InvalidArgumentError(`filters: parse error: [${where}]: ${what}`);
   }
   quoted(): string {
     const q = this.peek()!;
@@ -68,7 +75,7 @@ class Scanner {
     const c = this.peek();
     if (c === '"' || c === '`' || c === "'") return this.quoted();
     const m = /^[A-Za-z_][A-Za-z0-9_/-]*/.exec(this.input.slice(this.pos));
-    if (!m) this.fail('expected a field name');
+    if (!m) this.fail('expected field or quoted');
     this.pos += m[0].length;
     return m[0];
   }
@@ -77,7 +84,7 @@ class Scanner {
     const c = this.peek();
     if (c === '"' || c === '`' || c === "'") return this.quoted();
     const m = /^[^\s,|]+/.exec(this.input.slice(this.pos));
-    if (!m) this.fail('expected a value');
+    if (!m) this.fail('expected value or quoted');
     this.pos += m[0].length;
     return m[0];
   }
@@ -178,10 +185,10 @@ export function parseFilter(input: string): Filter {
       s.skipSpace();
       if (s.done) break;
       const c = s.peek();
+      if (c !== ',' && c !== '|') s.fail(`unexpected input: ${c}`);
       s.pos++;
       if (c === ',') group.push(parseSelector(s));
-      else if (c === '|') { groups.push(group); group = [parseSelector(s)]; }
-      else s.fail(`unexpected ${JSON.stringify(c)}`);
+      else { groups.push(group); group = [parseSelector(s)]; }
     }
     groups.push(group);
   }

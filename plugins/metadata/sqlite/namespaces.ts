@@ -31,7 +31,7 @@ export class SqliteNamespaceStore implements NamespaceStore {
     try {
       this.q.insert.run(name, stringifyLabels(labels), now, now);
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new AlreadyExistsError(`namespace ${name}`);
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new AlreadyExistsError(`namespace ${JSON.stringify(name)}`);
       throw err;
     }
     return { name, labels: { ...labels } };
@@ -74,7 +74,7 @@ export class SqliteNamespaceStore implements NamespaceStore {
   delete(name: string): void {
     this.db.transaction(() => {
       if (!this.q.get.get(name)) throw new NotFoundError(`namespace ${name}`);
-      const held = this.resources().flatMap((r) => r.holdings(name));
+      const held = this.resources().flatMap((r) => r.holdings(name)).sort((a, b) => holdingRank(a) - holdingRank(b));
       if (held.length) {
         throw new FailedPreconditionError(`namespace ${JSON.stringify(name)} must be empty, but it still has ${held.join(', ')}`);
       }
@@ -85,4 +85,11 @@ export class SqliteNamespaceStore implements NamespaceStore {
       }
     })();
   }
+}
+
+/** containerd names what a namespace still holds in this order (snapshots last, per snapshotter). */
+const HOLDING_ORDER = ['images', 'blobs', 'containers'];
+function holdingRank(holding: string): number {
+  const i = HOLDING_ORDER.indexOf(holding);
+  return i < 0 ? HOLDING_ORDER.length : i;
 }

@@ -48,6 +48,8 @@ test('the real ctr client talks to berthd', async () => {
   assert.match(v.stdout, /Server:\s+Version:\s+1\.6\.20\+berth/);
   assert.match(v.stdout, /UUID: [0-9a-f-]{36}/);
   assert.equal((await ctr(d.address, ['namespaces', 'create', 'ctr-ns', 'team=a'])).code, 0);
+  const again = await ctr(d.address, ['namespaces', 'create', 'ctr-ns']);
+  assert.equal(again.stderr.trim(), 'ctr: namespace "ctr-ns": already exists');
   const ls = await ctr(d.address, ['namespaces', 'ls']);
   assert.match(ls.stdout, /^ctr-ns\s+team=a\s*$/m);
   assert.equal((await ctr(d.address, ['namespaces', 'label', 'ctr-ns', 'team=b'])).code, 0);
