@@ -50,6 +50,13 @@ export interface PullOptions {
   platforms?: string[];
   /** Fetch every platform (and unpack each). */
   allPlatforms?: boolean;
+  /**
+   * Also fetch the manifests and configs of the other platforms (their layers stay behind),
+   * as ctr's `--all-metadata`.
+   */
+  allMetadata?: boolean;
+  /** Fetch only manifests and configs, no layers of any platform (ctr's `content fetch --metadata-only`). */
+  metadataOnly?: boolean;
   /** Unpack after (and while) fetching; default true. */
   unpack?: boolean;
   /** Snapshotter for unpacking (default: the namespace's default label, else overlayfs). */
@@ -124,6 +131,8 @@ export class FetchSession {
     readonly tracker: ProgressTracker,
     concurrency: number,
     signal?: AbortSignal,
+    /** Follow every manifest of an index, but only the config of those the matcher rejects. */
+    readonly allMetadata = false,
   ) {
     this.cs = new ContentClient(conn);
     this.blobs = limit(Math.max(1, concurrency));
@@ -201,8 +210,7 @@ export class FetchSession {
       const labels = { ...childrenGCLabels(children), ...this.sourceLabel(undefined) };
       await this.storeDocument(desc, key, bytes, labels, Object.keys(childrenGCLabels(children)));
       this.docs.set(desc.digest, bytes);
-      const accepted = isIndexType(desc.mediaType) ? children.filter((c) => !c.platform || this.matcher.match(c.platform)) : children;
-      spawn(accepted);
+      spawn(this.accepted(desc, children));
       return;
     }
     if (isKnownConfig(desc.mediaType) || desc.mediaType === MediaType.dockerLegacyConfig) {
@@ -212,6 +220,16 @@ export class FetchSession {
       return;
     }
     await this.blobs(() => this.fetchLayer(desc, key));
+  }
+
+  /** The children of an index or manifest this fetch follows. */
+  private accepted(desc: Descriptor, children: Descriptor[]): Descriptor[] {
+    const wanted = (p: Descriptor['platform']) => !p || this.matcher.match(p);
+    if (isIndexType(desc.mediaType)) return this.allMetadata ? children : children.filter((c) => wanted(c.platform));
+    // A manifest reached from an index names its platform there; with allMetadata, one for
+    // another platform contributes its config only.
+    if (this.allMetadata && !wanted(desc.platform)) return children.filter((c) => isKnownConfig(c.mediaType));
+    return children;
   }
 
   private sourceLabel(current: string | undefined): Record<string, string> {
@@ -346,7 +364,9 @@ export class FetchSession {
 }
 
 /** The platforms a pull fetches (exact matches, as ctr's fetch) and unpacks (each with compatible fallbacks). */
-export function pullPlatforms(opts: Pick<PullOptions, 'platforms' | 'allPlatforms'>): { fetch: MatchComparer; unpack: Platform[] | 'all' } {
+export function pullPlatforms(opts: Pick<PullOptions, 'platforms' | 'allPlatforms' | 'metadataOnly'>): { fetch: MatchComparer; unpack: Platform[] | 'all' } {
+  // containerd's "Any of nothing": every platform's layers stay behind.
+  if (opts.metadataOnly) return { fetch: any(), unpack: [] };
   if (opts.allPlatforms) return { fetch: all, unpack: 'all' };
   const ps = opts.platforms?.length ? opts.platforms.map(parse) : [defaultSpec()];
   return { fetch: any(...ps), unpack: ps };
@@ -370,7 +390,7 @@ export async function pull(conn: Connection, ref: string, opts: PullOptions = {}
     const target: Descriptor = { mediaType: resolved.descriptor.mediaType, digest: resolved.descriptor.digest, size: resolved.descriptor.size };
     const fetcher = await resolver.fetcher(resolved.name);
     const session = new FetchSession(conn, fetcher, distributionSource(resolved.name), fetchMatcher, tracker,
-      opts.maxConcurrentDownloads ?? 3, opts.signal);
+      opts.maxConcurrentDownloads ?? 3, opts.signal, !!(opts.allMetadata || opts.metadataOnly));
     session.schedule(target);
 
     const snapshotter = doUnpack ? await resolveSnapshotter(conn, opts.snapshotter) : '';

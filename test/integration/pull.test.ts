@@ -185,6 +185,18 @@ describe('pull from a registry', () => {
     assert.ok(await cs.stat(armLayer) && await cs.stat(amdLayer));
     const snaps = await snapshotNames(d.connect('plat3'));
     assert.ok(snaps.has(amd.chainIDs[1]!) && snaps.has(arm.chainIDs[1]!), 'every platform unpacked');
+
+    // --all-metadata: every platform's manifest and config, the layers of this one only;
+    // content fetch --metadata-only: no layers at all. The real ctr must leave the same.
+    const metadata = [multi.index.desc.digest, amd.manifest.desc.digest, arm.manifest.desc.digest, amd.config.desc.digest, arm.config.desc.digest];
+    const amdLayers = amd.layers.map((l) => l.desc.digest);
+    const stored = async (ns: string) => (await run('ctr', ['content', 'ls', '-q'], ns)).split('\n').filter(Boolean).sort();
+    for (const tool of ['berth', 'ctr'] as const) {
+      await run(tool, ['images', 'pull', '--plain-http', '--all-metadata', ref], `allmeta-${tool}`);
+      assert.deepEqual(await stored(`allmeta-${tool}`), [...metadata, ...amdLayers].sort(), `${tool} pull --all-metadata`);
+      await run(tool, ['content', 'fetch', '--plain-http', '--metadata-only', ref], `metaonly-${tool}`);
+      assert.deepEqual(await stored(`metaonly-${tool}`), [...metadata].sort(), `${tool} content fetch --metadata-only`);
+    }
   });
 
   it('client.pull reports the unpacked chain ids and times', async () => {

@@ -126,6 +126,7 @@ export function fetchCommand(parent: Command): Command {
     .option('--platform <platform>', 'Pull content from a specific platform', collect, [])
     .option('--all-platforms', 'pull content from all platforms')
     .option('--all-metadata', 'Pull metadata for all platforms')
+    .option('--metadata-only', 'Pull all metadata including manifests and configs')
     .option('--label <key=value>', 'labels to attach to the image', collect, []);
   registryFlags(cmd);
   cmd.action(action(async (ctx, [ref], opts) => {
@@ -145,6 +146,8 @@ async function runPull(ctx: CliContext, ref: string, opts: Record<string, any>):
     remote: await resolverOptions(opts),
     platforms: opts.platform,
     allPlatforms: !!opts.allPlatforms,
+    allMetadata: !!opts.allMetadata,
+    metadataOnly: !!opts.metadataOnly,
     unpack: opts.unpack !== false,
     snapshotter: opts.snapshotter || undefined,
     labels: labelArgs(opts.label),
