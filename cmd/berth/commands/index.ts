@@ -16,6 +16,7 @@ import { register as pull } from './pull.js';
 import { register as push } from './push.js';
 import { register as install } from './install.js';
 import { register as snapshotter } from './snapshotter.js';
+import { register as oci } from './oci.js';
 
 export const commands: ((program: Command) => void)[] = [
   plugins,
@@ -32,6 +33,7 @@ export const commands: ((program: Command) => void)[] = [
   run,
   tasks,
   install,
+  oci,
   snapshotter,
   version,
 ];
