@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -146,6 +146,53 @@ describe('snapshots with the real ctr', () => {
     assert.equal(e2.stderr.replace(/^berth: /, ''), e1.stderr.replace(/^ctr: /, ''));
     const labelled = await berth(d.address, ['snapshots', 'label', 'top', 'a=1', 'b=2'], { namespace: ns });
     assert.match(labelled.stdout, /^a=1,b=2,containerd.io\/gc.root=/);
+  });
+});
+
+describe('snapshots diff', () => {
+  /** The entries of the gzip tar a client wrote to stdout (type, mode, name), as `tar -tv` lists them. */
+  async function listing(tool: 'ctr' | 'berth', args: string[]): Promise<string> {
+    const cmd = tool === 'ctr' ? ['ctr', '-a', d.address, '-n', 'diffs'] : [process.execPath, BERTH, '-a', d.address, '-n', 'diffs'];
+    const r = await execa(cmd[0]!, [...cmd.slice(1), 'snapshots', 'diff', ...args], { stdin: 'ignore', reject: false, encoding: 'buffer' });
+    assert.equal(r.exitCode, 0, `${tool} snapshots diff ${args.join(' ')}: ${Buffer.from(r.stderr).toString()}`);
+    const t = await execa('tar', ['-tvzf', '-'], { input: Buffer.from(r.stdout) });
+    return t.stdout.split('\n').map((l) => { const f = l.split(/\s+/); return `${f[0]} ${f[5]}`; }).join('\n');
+  }
+
+  it('writes the layer ctr writes: one snapshot against its parent, A to B, and with --keep', async () => {
+    await ok(['snapshots', 'prepare', 'base'], 'diffs');
+    await mountPrinted(await ok(['snapshots', 'mounts', mnt, 'base'], 'diffs'));
+    await writeFile(join(mnt, 'a.txt'), 'hello');
+    await mkdir(join(mnt, 'd'));
+    await unmountAll(mnt);
+    await ok(['snapshots', 'commit', 'base-c', 'base'], 'diffs');
+    await ok(['snapshots', 'prepare', 'top', 'base-c'], 'diffs');
+    await mountPrinted(await ok(['snapshots', 'mounts', mnt, 'top'], 'diffs'));
+    await writeFile(join(mnt, 'd', 'b.txt'), 'world');
+    await rm(join(mnt, 'a.txt'));
+    await unmountAll(mnt);
+
+    const expected: Record<string, string> = {
+      top: '---------- .wh.a.txt\ndrwxr-xr-x d/\n-rw-r--r-- d/b.txt',
+      'base-c': '-rw-r--r-- a.txt\ndrwxr-xr-x d/',
+      'top base-c': '-rw-r--r-- a.txt\ndrwxr-xr-x d/\n---------- d/.wh.b.txt',
+    };
+    for (const [args, entries] of Object.entries(expected)) {
+      assert.equal(await listing('ctr', args.split(' ')), entries, `ctr snapshots diff ${args}`);
+      assert.equal(await listing('berth', args.split(' ')), entries, `berth snapshots diff ${args}`);
+    }
+    // The temporary views are gone; without --keep the diff blob goes with the lease.
+    assert.equal(await ok(['snapshots', 'ls'], 'diffs'), 'KEY    PARENT KIND      \nbase-c        Committed \ntop    base-c Active    \n');
+    await collectGarbage(d.connect('diffs'));
+    assert.equal(await ok(['content', 'ls', '-q'], 'diffs'), '');
+    const kept = await berth(d.address, ['snapshots', 'diff', '--keep', '--label', 'team=a', 'top'], { namespace: 'diffs' });
+    assert.equal(kept.code, 0, kept.stderr);
+    await collectGarbage(d.connect('diffs'));
+    assert.match(await ok(['content', 'ls'], 'diffs'), /containerd\.io\/gc\.root=.*team=a|team=a.*containerd\.io\/gc\.root=/);
+
+    const missing = await berth(d.address, ['snapshots', 'diff', 'nope'], { namespace: 'diffs' });
+    assert.deepEqual([missing.code, missing.stderr], [1, 'berth: snapshot nope does not exist: not found\n']);
+    assert.equal((await berth(d.address, ['snapshots', 'diff'], { namespace: 'diffs' })).stderr, 'berth: snapshot id must be provided\n');
   });
 });
 

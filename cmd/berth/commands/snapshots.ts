@@ -1,11 +1,11 @@
 /**
- * `berth snapshots [--snapshotter S] ls|tree|info|prepare|view|commit|mounts|usage|label|rm`
+ * `berth snapshots [--snapshotter S] ls|tree|info|prepare|view|commit|mounts|usage|label|rm|diff`
  * with ctr 1.6's arguments and output byte for byte (tab-aligned tables with their trailing
  * padding, Go-style JSON, mount(8) command lines). The snapshotter defaults to
  * $CONTAINERD_SNAPSHOTTER, else overlayfs.
  */
 import type { Command } from 'commander';
-import { action, UsageError } from '../action.js';
+import { action, collect as collectOption, UsageError } from '../action.js';
 import { parseLabelArgs } from '../output.js';
 import type { CliContext } from '../context.js';
 import { mountLookupCommand } from '../../../core/mount/format.js';
@@ -202,6 +202,20 @@ export function register(program: Command): void {
         : await svc.stat({ snapshotter, key: name });
       const pairs = Object.entries(info?.labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       process.stdout.write(`${pairs.map(([k, v]) => `${k}=${v}`).join(',')}\n`);
+    }));
+
+  snapshots.command('diff').description("get the diff of two snapshots. the default second snapshot is the first snapshot's parent.")
+    .argument('[idA]').argument('[idB]')
+    .option('--media-type <type>', 'media type to use for creating diff', 'application/vnd.oci.image.layer.v1.tar+gzip')
+    .option('--ref <ref>', 'content upload reference to use', '')
+    .option('--keep', 'keep diff content. up to creator to delete it.')
+    .option('--label <key=value>', 'labels to attach to the diff content', collectOption, [])
+    .action(action(async (ctx, [idA, idB], opts, cmd) => {
+      if (!idA) throw new UsageError('snapshot id must be provided');
+      const { writeSnapshotDiff } = await import('./snapshot-diff.js');
+      const labels = parseLabelArgs(opts.label);
+      if (opts.keep) Object.assign(labels, rootLabel());
+      await writeSnapshotDiff(ctx.connection, snapshotterOf(cmd), idA, idB ?? '', { mediaType: opts.mediaType, ref: opts.ref, labels }, process.stdout);
     }));
 
   snapshots.command('delete').alias('del').alias('remove').alias('rm').description('remove snapshots')
