@@ -199,6 +199,21 @@ describe('pull from a registry', () => {
     }
   });
 
+  it('snapshots unpack unpacks a fetched image by its target digest, as ctr', async () => {
+    for (const tool of ['berth', 'ctr'] as const) {
+      const ns = `unpack-${tool}`;
+      await run(tool, ['content', 'fetch', '--plain-http', layeredRef], ns);
+      assert.equal((await snapshotNames(d.connect(ns))).size, 0, 'fetch alone unpacks nothing');
+      const target = layered.manifest.desc;
+      const out = await run(tool, ['snapshots', 'unpack', target.digest], ns);
+      assert.equal(out, `unpacking ${target.digest} (${target.mediaType})...done\n`);
+      const snaps = await snapshotNames(d.connect(ns));
+      layered.chainIDs.forEach((c, i) => assert.equal(snaps.get(c), i === 0 ? '' : layered.chainIDs[i - 1], `${tool}: snapshot ${c}`));
+      const missing = await (tool === 'ctr' ? ctr : berth)(d.address, ['snapshots', 'unpack', `sha256:${'1'.repeat(64)}`], { namespace: ns });
+      assert.deepEqual([missing.code, missing.stderr.trim()], [1, `${tool}: manifest not found`]);
+    }
+  });
+
   it('client.pull reports the unpacked chain ids and times', async () => {
     const conn = new Connection({ address: d.address, namespace: 'api' });
     try {

@@ -1,5 +1,5 @@
 /**
- * `berth snapshots [--snapshotter S] ls|tree|info|prepare|view|commit|mounts|usage|label|rm|diff`
+ * `berth snapshots [--snapshotter S] ls|tree|info|prepare|view|commit|mounts|usage|label|rm|diff|unpack`
  * with ctr 1.6's arguments and output byte for byte (tab-aligned tables with their trailing
  * padding, Go-style JSON, mount(8) command lines). The snapshotter defaults to
  * $CONTAINERD_SNAPSHOTTER, else overlayfs.
@@ -216,6 +216,29 @@ export function register(program: Command): void {
       const labels = parseLabelArgs(opts.label);
       if (opts.keep) Object.assign(labels, rootLabel());
       await writeSnapshotDiff(ctx.connection, snapshotterOf(cmd), idA, idB ?? '', { mediaType: opts.mediaType, ref: opts.ref, labels }, process.stdout);
+    }));
+
+  snapshots.command('unpack').description('unpack applies layers from a manifest to a snapshot')
+    .argument('[digest]')
+    .option('--snapshotter <name>', 'snapshotter name. Empty value stands for the default value. (env CONTAINERD_SNAPSHOTTER)')
+    .action(action(async (ctx, [dgst = ''], opts) => {
+      const { validateDigest } = await import('../../../client/reference/digest.js');
+      validateDigest(dgst);
+      const { ImagesDefinition } = await import('../../../api/gen/services/images/v1/images.js');
+      const { getImage, unpackImage } = await import('../../../client/images/index.js');
+      const conn = ctx.connection;
+      // As ctr: the first image whose target is that digest, unpacked for this platform.
+      const { images } = await conn.service(ImagesDefinition).list({ filters: [] });
+      const image = images.find((i) => i.target?.digest === dgst);
+      if (!image) throw new UsageError('manifest not found');
+      process.stdout.write(`unpacking ${dgst} (${image.target!.mediaType})...`);
+      try {
+        await unpackImage(conn, await getImage(conn, image.name), { snapshotter: opts.snapshotter || process.env.CONTAINERD_SNAPSHOTTER || undefined });
+      } catch (err) {
+        process.stdout.write('\n');
+        throw err;
+      }
+      process.stdout.write('done\n');
     }));
 
   snapshots.command('delete').alias('del').alias('remove').alias('rm').description('remove snapshots')
