@@ -276,3 +276,21 @@ export function annotatedName(annotations: Record<string, string> | undefined, o
   if (ref) return ociCleanup ? ociCleanup(ref) : ref;
   return '';
 }
+
+/** Descriptor JSON with Go's field order (mediaType, digest, size, urls, annotations, platform). */
+export function descriptorJSON(d: Descriptor): Record<string, unknown> {
+  const out: Record<string, unknown> = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+  if (d.urls?.length) out.urls = d.urls;
+  if (d.annotations && Object.keys(d.annotations).length) {
+    // Go marshals maps with sorted keys; equal documents get equal digests.
+    out.annotations = Object.fromEntries(Object.entries(d.annotations).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+  if (d.platform) {
+    const p: Record<string, unknown> = { architecture: d.platform.architecture, os: d.platform.os };
+    if (d.platform['os.version']) p['os.version'] = d.platform['os.version'];
+    if (d.platform['os.features']?.length) p['os.features'] = d.platform['os.features'];
+    if (d.platform.variant) p.variant = d.platform.variant;
+    out.platform = p;
+  }
+  return out;
+}

@@ -13,11 +13,11 @@ import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '..
 import { Annotation, isIndexType, isManifestType, isNonDistributable, type Descriptor } from '../../core/images/images.js';
 import type { Connection } from '../connection.js';
 import { ContentClient } from '../images/content.js';
-import { children, type Index, type Manifest } from '../images/image.js';
+import { children, descriptorJSON, type Index, type Manifest } from '../images/image.js';
 import { getImageRecord } from '../images/store.js';
 import { defaultStrict, ordered, parse, sortByPreference, type MatchComparer } from '../platforms/index.js';
 import { familiarString, parseNormalizedNamed, tagNameOnly } from '../reference/reference.js';
-import { descriptorJSON, ociReferenceName } from './import.js';
+import { ociReferenceName } from './import.js';
 
 export interface ExportOptions {
   /** Platforms to export (default: this host's, exactly). */

@@ -32,7 +32,7 @@ import {
 } from '../../core/images/images.js';
 import type { Connection } from '../connection.js';
 import { ContentClient } from '../images/content.js';
-import { annotatedName, children, imageContents, platformsOf } from '../images/image.js';
+import { annotatedName, children, descriptorJSON, imageContents, platformsOf } from '../images/image.js';
 import { upsertImageTarget, type ImageRecord } from '../images/store.js';
 import { all, defaultSpec, format, only, onlyStrict, parse, type MatchComparer, type Platform } from '../platforms/index.js';
 import { parseDockerRef } from '../reference/reference.js';
@@ -104,24 +104,6 @@ export function normalizeReference(ref: string): string {
   } catch (err) {
     throw new InvalidArgumentError(`normalize image ref ${JSON.stringify(ref)}: ${(err as Error).message}`);
   }
-}
-
-/** Descriptor JSON with Go's field order (mediaType, digest, size, urls, annotations, platform). */
-export function descriptorJSON(d: Descriptor): Record<string, unknown> {
-  const out: Record<string, unknown> = { mediaType: d.mediaType, digest: d.digest, size: d.size };
-  if (d.urls?.length) out.urls = d.urls;
-  if (d.annotations && Object.keys(d.annotations).length) {
-    // Go marshals maps with sorted keys; equal documents get equal digests.
-    out.annotations = Object.fromEntries(Object.entries(d.annotations).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  }
-  if (d.platform) {
-    const p: Record<string, unknown> = { architecture: d.platform.architecture, os: d.platform.os };
-    if (d.platform['os.version']) p['os.version'] = d.platform['os.version'];
-    if (d.platform['os.features']?.length) p['os.features'] = d.platform['os.features'];
-    if (d.platform.variant) p.variant = d.platform.variant;
-    out.platform = p;
-  }
-  return out;
 }
 
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;

@@ -12,10 +12,10 @@ import { tempDir } from './tmp.js';
 /** The name the busybox image archive carries (what `ctr images import` tags). */
 export const BUSYBOX = 'docker.io/library/busybox:latest';
 
-/** Writes an OCI archive of the busybox image to `out` (scripts/make-image.mjs). */
-export function makeBusyboxArchive(out: string): string {
+/** Writes an archive (OCI by default, or Docker's) of the busybox image to `out` (scripts/make-image.mjs). */
+export function makeBusyboxArchive(out: string, format: 'oci' | 'docker' = 'oci'): string {
   const script = resolve(dirname(fileURLToPath(import.meta.url)), '../../scripts/make-image.mjs');
-  execFileSync(process.execPath, [script, '--out', out, '--name', BUSYBOX]);
+  execFileSync(process.execPath, [script, '--out', out, '--name', BUSYBOX, '--format', format]);
   return out;
 }
 

@@ -181,7 +181,7 @@ describe('content over the wire', () => {
     assert.equal(codeOf(rejected.reason), Code.UNAVAILABLE);
   });
 
-  test('Write protocol: echoes, offsets, STAT digest (none on WRITE), OUT_OF_RANGE, double final response, ALREADY_EXISTS', async () => {
+  test('Write protocol: echoes, offsets, the running digest in every answer, OUT_OF_RANGE, double final response, ALREADY_EXISTS', async () => {
     const conn = d.connect('proto');
     await collectGarbage(conn);
     const payload = Buffer.from('hello, content');
@@ -194,7 +194,7 @@ describe('content over the wire', () => {
     const w = await s.send({ action: WRITE, offset: 0, data: payload.subarray(0, 5) });
     assert.equal(w.action, WRITE);
     assert.equal(w.offset, 5);
-    assert.equal(w.digest, '', 'WRITE answers leave the digest out');
+    assert.equal(w.digest, sha(payload.subarray(0, 5)), 'a WRITE answer carries the digest so far, as containerd\'s');
     assert.equal((await s.send({ action: STAT })).digest, sha(payload.subarray(0, 5)));
     await assert.rejects(s.send({ action: WRITE, offset: 3, data: payload.subarray(3) }), (e: Error) =>
       codeOf(e) === Code.OUT_OF_RANGE && /write @3 must occur at current offset 5/.test(e.message));
@@ -232,6 +232,31 @@ describe('content over the wire', () => {
     const last = await s6.send({ action: STAT, ref: 'p4' });
     s6.call.end();
     assert.deepEqual(await s6.rest(), [last]);
+  });
+
+  test('every WRITE answer of a multi-MiB upload carries the digest so far, also when the commit finds the blob present', async () => {
+    // Go clients keep the last digest they were sent as the writer's Digest(); ctr's image
+    // converter names an uncompressed layer by it when the commit says ALREADY_EXISTS.
+    const conn = d.connect('running-digest');
+    const data = randomBytes(6 * MiB + 5);
+    for (const ref of ['first', 'second']) {
+      const s = await session(conn);
+      await s.send({ action: STAT, ref });
+      let last = '';
+      for (let at = 0; at < data.length; at += MiB) {
+        const r = await s.send({ action: WRITE, offset: at, data: data.subarray(at, at + MiB) });
+        assert.equal(r.digest, sha(data.subarray(0, at + MiB)), `${ref}: digest after ${r.offset} bytes`);
+        last = r.digest;
+      }
+      assert.equal(last, sha(data));
+      if (ref === 'first') {
+        assert.equal((await s.send({ action: COMMIT, offset: data.length })).digest, sha(data));
+        s.call.end();
+        await s.rest();
+      } else {
+        await assert.rejects(s.send({ action: COMMIT, offset: data.length }), (e: Error) => codeOf(e) === Code.ALREADY_EXISTS);
+      }
+    }
   });
 
   test('Read: ranges, chunks of at most 1 MiB, OUT_OF_RANGE, validation', async () => {

@@ -365,6 +365,24 @@ export function register(program: Command): void {
       });
     }));
 
+  images.command('convert')
+    .description('convert an image')
+    .argument('[source_ref]')
+    .argument('[target_ref]')
+    .option('--uncompress', 'convert tar.gz layers to uncompressed tar layers')
+    .option('--oci', 'convert Docker media types to OCI media types')
+    .option('--platform <platform>', 'Pull content from a specific platform', collect, [])
+    .option('--all-platforms', 'exports content from all platforms')
+    .action(action(async (ctx, [src, dst], opts) => {
+      if (!src || !dst) throw new UsageError('src and target image need to be specified');
+      const { convertImage } = await import('../../../client/images/convert.js');
+      const { defaultStrict, ordered, parse } = await import('../../../client/platforms/index.js');
+      // As ctr: this platform only (exactly) unless told otherwise.
+      const platform = opts.allPlatforms ? undefined : opts.platform.length ? ordered(...opts.platform.map(parse)) : defaultStrict();
+      const img = await convertImage(ctx.connection, src, dst, { uncompress: !!opts.uncompress, docker2oci: !!opts.oci, platform });
+      process.stdout.write(`${img.target.digest}\n`);
+    }));
+
   images.command('label')
     .description('set and clear labels for an image')
     .argument('[name]')

@@ -31,7 +31,7 @@ import { silentLogger, type Logger } from '../../../core/log/logger.js';
 import { isLocked, lock, unlock } from './locks.js';
 import { readTimestampFile, writeSmallFile, writeTimestampFile } from './files.js';
 import { LocalWriter } from './writer.js';
-import { RunningDigest, type RunningDigestOptions } from './digest.js';
+import { RunningDigest } from './digest.js';
 
 export interface LocalStoreOptions {
   log?: Logger;
@@ -102,14 +102,10 @@ export class LocalContentStore implements ContentStore {
   private readonly cache = new SmallBlobCache();
   /** Counts deletions: a read that overlapped one does not fill the cache. */
   private deletions = 0;
-  private readonly digestOptions: RunningDigestOptions;
 
   private constructor(readonly root: string, opts: LocalStoreOptions) {
     this.log = opts.log ?? silentLogger;
     this.staleIngestAgeMs = opts.staleIngestAgeMs ?? DAY_MS;
-    this.digestOptions = {
-      onWorkerFailure: (err) => this.log.warn('ingest hashing worker failed; hashing on the main thread', { error: err.message }),
-    };
   }
 
   static async open(root: string, opts: LocalStoreOptions = {}): Promise<LocalContentStore> {
@@ -371,7 +367,7 @@ export class LocalContentStore implements ContentStore {
       fd,
       offset: resumed?.offset ?? 0,
       total,
-      running: resumed?.running ?? new RunningDigest(data, this.digestOptions),
+      running: resumed?.running ?? new RunningDigest(data),
       startedAt,
       updatedAt,
       blobPath: (d) => this.blobPath(d),
@@ -384,7 +380,7 @@ export class LocalContentStore implements ContentStore {
     const st = await this.statusAt(path);
     if (st.ref !== ref) throw new Error(`ref key does not match: ${ref} != ${st.ref}`);
     if (total > 0 && st.total > 0 && total !== st.total) throw new Error(`provided total differs from status: ${total} != ${st.total}`);
-    const running = await RunningDigest.resume(join(path, 'data'), st.offset, this.digestOptions);
+    const running = await RunningDigest.resume(join(path, 'data'), st.offset);
     return { offset: st.offset, total: st.total, startedAt: st.startedAt, updatedAt: st.updatedAt, running };
   }
 

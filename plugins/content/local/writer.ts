@@ -1,7 +1,7 @@
 /**
  * One locked ingest in the local store. Bytes go straight to the ingest's data file with
- * positional writes on an open descriptor (no per-chunk fsync); the running SHA-256 follows
- * the bytes that have landed (see digest.ts). Commit is the only durability point: fsync,
+ * positional writes on an open descriptor (no per-chunk fsync); the running SHA-256 is kept
+ * alongside (see digest.ts). Commit is the only durability point: fsync,
  * verify size and digest, rename into blobs/, make read-only.
  */
 import type * as fs from 'node:fs';
@@ -64,9 +64,16 @@ export class LocalWriter implements ContentWriter {
     if (fd === undefined) throw new FailedPreconditionError('cannot write on closed writer');
     if (data.length === 0) return;
     const position = this.offset;
-    // On failure offset and digest stay where they were: the client resumes from a Stat.
-    await writeAllAt(fd, data, position);
+    // Hashed here while the thread pool writes (digest.ts). On failure offset and digest go
+    // back to where they were: the client resumes from a Stat.
+    const landing = writeAllAt(fd, data, position);
     this.running.written(data, position);
+    try {
+      await landing;
+    } catch (err) {
+      await this.running.restart(position).catch(() => undefined);
+      throw err;
+    }
     this.offset += data.length;
     this.updatedAt = new Date();
   }
@@ -144,7 +151,6 @@ export class LocalWriter implements ContentWriter {
   private release(): void {
     if (this.released) return;
     this.released = true;
-    this.running.close();
     unlock(this.s.root, this.s.ref);
   }
 }

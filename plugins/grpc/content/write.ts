@@ -4,8 +4,8 @@
  *  - every request gets one response echoing its action, with the writer's current offset;
  *  - a request carrying an expected digest that is already present ends the session with
  *    ALREADY_EXISTS (the ingest is aborted): clients count that as success;
- *  - STAT reports the running digest, the start/update times and the total; WRITE answers
- *    carry no digest;
+ *  - every answer carries the running digest; STAT also reports the start/update times
+ *    and the total;
  *  - WRITE/COMMIT with a non-zero offset must be at the current offset (OUT_OF_RANGE
  *    otherwise); offset 0 on a non-empty ingest restarts it; data is appended;
  *  - COMMIT verifies size and digest and records the blob with the request's labels;
@@ -82,13 +82,11 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
           if (req.action === COMMIT) {
             const labels = Object.keys(req.labels ?? {}).length ? req.labels : undefined;
             await w.commit(total, expected, labels);
-            msg.digest = await w.digest();
-          } else {
-            // Answering a WRITE does not wait for hashing to catch up (the API leaves the
-            // digest out of non-commit answers to the implementation; clients keep the last
-            // one they got): the next message is read while the bytes are hashed.
-            msg.digest = '';
           }
+          // Every answer carries the digest of all bytes so far, as containerd's: Go clients
+          // keep the last one as the writer's Digest(), which an image converter uses for a
+          // blob whose commit said ALREADY_EXISTS.
+          msg.digest = await w.digest();
         }
         await send();
         if (req.action === COMMIT) break;
