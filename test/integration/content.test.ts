@@ -150,6 +150,32 @@ describe('content over the wire', () => {
     assert.equal(info.info?.size, data.length);
   });
 
+  test('berth content edit: the editor\'s result (even a replaced file) becomes a new blob that stays', async () => {
+    const ns = 'edit';
+    const original = Buffer.from('{"a":"b"}');
+    const ingest = await berth(d.address, ['content', 'ingest', 'orig'], { namespace: ns, input: original });
+    assert.equal(ingest.code, 0, ingest.stderr);
+    // sed -i saves by replacing the file, which ctr 1.6's edit misses (it rereads its old handle).
+    const edited = await berth(d.address, ['content', 'edit', '--editor', 'sed -i s/b/c/', sha(original)], { namespace: ns });
+    assert.equal(edited.code, 0, edited.stderr);
+    const expected = Buffer.from('{"a":"c"}');
+    assert.equal(edited.stdout, `${sha(expected)}\n`);
+    await collectGarbage(d.connect(ns));
+    const info = await d.connect(ns).service(ContentDefinition).info({ digest: sha(expected) });
+    assert.ok(info.info?.labels['containerd.io/gc.root'], 'kept by a gc root label');
+    // Nothing changed: the digest the store already holds.
+    assert.equal((await berth(d.address, ['content', 'edit', '--editor', 'true', sha(expected)], { namespace: ns })).stdout, `${sha(expected)}\n`);
+    const errors = [
+      [['content', 'edit', '--editor', 'false', sha(expected)], 'berth: editor "false" exited with 1\n'],
+      [['content', 'edit', '--editor', 'true', '--validate', 'json', sha(expected)], 'berth: validating the edit result not supported\n'],
+      [['content', 'edit', '--editor', 'true', 'nope'], 'berth: invalid digest "nope": invalid digest format: invalid argument\n'],
+    ] as const;
+    for (const [args, stderr] of errors) {
+      const r = await berth(d.address, [...args], { namespace: ns });
+      assert.deepEqual([r.code, r.stderr], [1, stderr], args.join(' '));
+    }
+  });
+
   test('two writers on one ref: exactly one proceeds, the other gets UNAVAILABLE', async () => {
     const conn = d.connect('locks');
     const a = await session(conn);

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { execa } from 'execa';
+import { BERTH, berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { startRegistry, startServer, type RunningRegistry } from './client/remotes/helpers.js';
 import { Connection } from '../../client/connection.js';
 import { ContentClient } from '../../client/images/content.js';
@@ -212,6 +213,30 @@ describe('pull from a registry', () => {
       const missing = await (tool === 'ctr' ? ctr : berth)(d.address, ['snapshots', 'unpack', `sha256:${'1'.repeat(64)}`], { namespace: ns });
       assert.deepEqual([missing.code, missing.stderr.trim()], [1, `${tool}: manifest not found`]);
     }
+  });
+
+  it('content fetch-object and push-object move single objects, as ctr', async () => {
+    // fetch-object: the bytes the reference resolves to (simpleRef's root is its index).
+    const fetched = await execa(process.execPath, [BERTH, '-a', d.address, 'content', 'fetch-object', '--plain-http', simpleRef], { encoding: 'buffer' });
+    assert.ok(Buffer.from(fetched.stdout).equals(simple.index.bytes));
+    const theirs = await execa('ctr', ['-a', d.address, 'content', 'fetch-object', '--plain-http', simpleRef], { encoding: 'buffer' });
+    assert.ok(Buffer.from(theirs.stdout).equals(simple.index.bytes));
+
+    // push-object: config and layers, then the manifest under the reference's tag; the
+    // registry checks that a manifest's blobs are there, and a pull of the new name works.
+    const ns = 'objects';
+    await run('berth', ['content', 'fetch', '--plain-http', simpleRef], ns);
+    const target = `${reg.host}/test/objects:v2`;
+    const objects = [simple.config.desc, ...simple.layers.map((l) => l.desc), simple.manifest.desc];
+    for (const o of objects) {
+      assert.equal(await run('berth', ['content', 'push-object', '--plain-http', target, o.digest, o.mediaType], ns), `Pushed ${o.digest} ${o.mediaType}\n`);
+    }
+    await run('ctr', ['images', 'pull', '--plain-http', target], 'objects-pulled');
+    const img = (await d.connect('objects-pulled').service(ImagesDefinition).get({ name: target })).image!;
+    assert.equal(img.target?.digest, simple.manifest.desc.digest);
+    const bad = await berth(d.address, ['content', 'push-object', '--plain-http', target, 'sha256:nothex', 'x'], { namespace: ns });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /invalid digest "sha256:nothex"/);
   });
 
   it('client.pull reports the unpacked chain ids and times', async () => {

@@ -8,7 +8,7 @@ import type { CliContext } from '../context.js';
 import { digestProblem } from '../../../core/content/content.js';
 import { isAlreadyExists, isNotFound, isUnavailable, messageOf } from '../../../core/errdefs/errdefs.js';
 import { logLine } from '../output.js';
-import { fetchCommand } from './images.js';
+import { fetchCommand, fetchObjectCommand, pushObjectCommand } from './images.js';
 
 // ---------------------------------------------------------------- formatting helpers
 
@@ -354,6 +354,20 @@ export function register(program: Command): void {
     }));
 
   fetchCommand(content);
+  fetchObjectCommand(content);
+  pushObjectCommand(content);
+  content.command('edit')
+    .description('edit a blob and return a new digest')
+    .argument('[digest]')
+    .option('--validate <format>', 'validate the result against a format (json, mediatype, etc.)')
+    .option('--editor <editor>', 'select editor (vim, emacs, etc.) (env EDITOR)', process.env.EDITOR)
+    .action(action(async (ctx, [digest = ''], opts) => {
+      if (opts.validate) throw new UsageError('validating the edit result not supported');
+      if (!opts.editor) throw new UsageError('editor is required');
+      const { editBlob } = await import('./content-objects.js');
+      process.stdout.write(`${await editBlob(ctx.connection, digest, opts.editor)}\n`);
+    }));
+
   content.command('ingest')
     .description('accept content into the store')
     .argument('[key]', 'transaction reference')

@@ -136,6 +136,39 @@ export function fetchCommand(parent: Command): Command {
   return cmd;
 }
 
+/** `content fetch-object REMOTE`: the object the reference resolves to, written to stdout, as ctr's. */
+export function fetchObjectCommand(parent: Command): Command {
+  const cmd = parent.command('fetch-object')
+    .description('retrieve objects from a remote')
+    .argument('[remote]')
+    .argument('[object]')
+    .argument('[hints...]');
+  registryFlags(cmd);
+  cmd.action(action(async (_ctx, [ref], opts) => {
+    if (!ref) throw new UsageError('please provide a remote reference');
+    const { fetchObject } = await import('./content-objects.js');
+    await fetchObject(ref, await resolverOptions(opts), process.stdout);
+  }));
+  return cmd;
+}
+
+/** `content push-object REMOTE DIGEST MEDIATYPE`: one blob or manifest of the content store to a registry, as ctr's. */
+export function pushObjectCommand(parent: Command): Command {
+  const cmd = parent.command('push-object')
+    .description('push an object to a remote')
+    .argument('[remote]')
+    .argument('[object]')
+    .argument('[type]');
+  registryFlags(cmd);
+  cmd.action(action(async (ctx, [ref, object = '', mediaType = ''], opts) => {
+    if (!ref) throw new UsageError('please provide a remote reference');
+    const { pushObject } = await import('./content-objects.js');
+    const desc = await pushObject(ctx.connection, ref, object, mediaType, await resolverOptions(opts));
+    process.stdout.write(`Pushed ${desc.digest} ${desc.mediaType}\n`);
+  }));
+  return cmd;
+}
+
 async function runPull(ctx: CliContext, ref: string, opts: Record<string, any>): Promise<void> {
   const { pull } = await import('../../../client/pull/pull.js');
   const { ProgressTracker, showProgress, formatDuration } = await import('../../../client/pull/progress.js');
