@@ -1,20 +1,16 @@
 /**
- * Image-based runs: busybox pulled (with ctr) from the local compat registry
- * (/work/shared/compat/fixtures.sh), then run with `ctr run` and `berth run`. berth builds the
- * same spec ctr does, mounts the snapshot, and cleans up snapshot and container with --rm.
+ * Image-based runs: the busybox image (built from the host's busybox-static by
+ * scripts/make-image.mjs) imported with ctr, then run with `ctr run` and `berth run`. berth
+ * builds the same spec ctr does, mounts the snapshot, and cleans up snapshot and container
+ * with --rm.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { BUSYBOX, makeBusyboxArchive } from '../helpers/fixtures.js';
 import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
-
-function registry(): string {
-  const out = execFileSync('bash', ['/work/shared/compat/fixtures.sh'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-  const m = /COMPAT_REGISTRY=(\S+)/.exec(out);
-  if (!m) throw new Error(`fixtures.sh gave no registry:\n${out}`);
-  return m[1]!;
-}
 
 describe('image-based tasks', () => {
   let d: TestDaemon;
@@ -25,9 +21,9 @@ describe('image-based tasks', () => {
 
   before(async () => {
     d = await startDaemon();
-    image = `${registry()}/library/busybox:latest`;
-    const r = await C('images', 'pull', '--plain-http', image);
-    assert.equal(r.code, 0, `pull: ${r.stderr}`);
+    image = BUSYBOX;
+    const r = await C('images', 'import', makeBusyboxArchive(join(d.dir, 'busybox.tar')));
+    assert.equal(r.code, 0, `import: ${r.stderr}`);
   });
   after(async () => {
     for (const id of ['ci1', 'bi1', 'gr1']) {
@@ -44,10 +40,22 @@ describe('image-based tasks', () => {
     assert.equal(r.stdout, 'hello-image\n');
     r = await B('run', '--rm', image, 'b1', 'sh', '-c', 'echo $PATH; exit 7');
     assert.equal(r.code, 7, r.stderr);
-    assert.equal(r.stdout, '/bin\n');
+    assert.equal(r.stdout, '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n', 'PATH from the image config');
     assert.equal((await C('containers', 'ls', '-q')).stdout, '');
     const snaps = (await C('snapshots', 'ls')).stdout;
     assert.doesNotMatch(snaps, /^(c1|b1) /m);
+  });
+
+  test('run --log-uri file://: the task\'s stdout and stderr go to the file, the exit status comes back', async () => {
+    for (const [tool, run] of [['ctr', C], ['berth', B]] as const) {
+      const file = join(d.dir, `${tool}.log`);
+      const r = await run('run', '--rm', '--log-uri', `file://${file}`, image, `log-${tool}`, 'sh', '-c', 'echo out; echo err >&2; exit 3');
+      assert.equal(r.code, 3, `${tool}: ${r.stderr}`);
+      assert.equal(r.stdout, '', `${tool} prints nothing itself`);
+      assert.deepEqual((await readFile(file, 'utf8')).split('\n').sort(), ['', 'err', 'out'], tool);
+    }
+    const bad = await B('run', '--rm', '--log-uri', '/no/scheme', image, 'log-bad', 'true');
+    assert.deepEqual([bad.code, bad.stderr], [1, 'berth: invalid log uri "/no/scheme": expected scheme://path (file:// or binary://)\n']);
   });
 
   test('berth run stores the same container record and spec as ctr run', async () => {

@@ -407,6 +407,7 @@ export function register(program: Command): void {
         tty: !!opts.tty,
         detach: !!opts.detach,
         nullIO: !!opts.nullIo,
+        logURI: opts.logUri,
         fifoDir: opts.fifoDir,
         pidFile: opts.pidFile,
         noPivot: opts.pivot === false,

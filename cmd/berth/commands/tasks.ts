@@ -81,11 +81,19 @@ export interface IOSetup {
   restoreTty?: () => void;
 }
 
-/** Creates FIFOs and local copying for a process (or none with null-io). */
-export async function setupIO(id: string, opts: { tty: boolean; nullIO?: boolean; fifoDir?: string; attachStdin?: boolean }): Promise<IOSetup> {
+/**
+ * Creates FIFOs and local copying for a process, or, as ctr: none with null-io, and with a
+ * log URI (file:///path, binary:///logger?args) the URI as stdout and stderr for the shim to
+ * serve (a tty takes precedence over a log URI, as in ctr).
+ */
+export async function setupIO(id: string, opts: { tty: boolean; nullIO?: boolean; logURI?: string; fifoDir?: string; attachStdin?: boolean }): Promise<IOSetup> {
   if (opts.nullIO) {
     if (opts.tty) throw new UsageError('tty and null-io cannot be used together');
     return { fifos: { stdin: '', stdout: '', stderr: '' } };
+  }
+  if (opts.logURI && !opts.tty) {
+    if (!/^[A-Za-z][A-Za-z0-9+.-]*:/.test(opts.logURI)) throw new UsageError(`invalid log uri ${JSON.stringify(opts.logURI)}: expected scheme://path (file:// or binary://)`);
+    return { fifos: { stdin: '', stdout: opts.logURI, stderr: opts.logURI } };
   }
   let restoreTty: (() => void) | undefined;
   if (opts.tty && process.stdin.isTTY) {
@@ -478,7 +486,7 @@ export function register(program: Command): void {
       const container = await loadTaskTarget(svc, id!);
       const tty = !!specOf(container).process?.terminal;
       const code = await createAndRunTask(ctx, svc, container, {
-        tty, detach: !!opts.detach, nullIO: !!opts.nullIo, fifoDir: opts.fifoDir, pidFile: opts.pidFile, noPivot: opts.pivot === false,
+        tty, detach: !!opts.detach, nullIO: !!opts.nullIo, logURI: opts.logUri, fifoDir: opts.fifoDir, pidFile: opts.pidFile, noPivot: opts.pivot === false,
       });
       if (code) return code;
     }));
@@ -489,6 +497,8 @@ export interface NewTaskOptions {
   tty: boolean;
   detach: boolean;
   nullIO?: boolean;
+  /** stdout and stderr go to this URI (served by the shim) instead of this terminal. */
+  logURI?: string;
   fifoDir?: string;
   pidFile?: string;
   noPivot?: boolean;
@@ -508,7 +518,7 @@ export async function createAndRunTask(
   container: { id: string; runtime?: { name: string } },
   opts: NewTaskOptions,
 ): Promise<number> {
-  const io = await setupIO(container.id, { tty: opts.tty, nullIO: opts.nullIO, fifoDir: opts.fifoDir });
+  const io = await setupIO(container.id, { tty: opts.tty, nullIO: opts.nullIO, logURI: opts.logURI, fifoDir: opts.fifoDir });
   try {
     let options: { typeUrl: string; value: Buffer } | undefined;
     if (opts.noPivot || opts.ioUid || opts.ioGid) {
