@@ -234,6 +234,12 @@ describe('pull from a registry', () => {
     await run('ctr', ['images', 'pull', '--plain-http', target], 'objects-pulled');
     const img = (await d.connect('objects-pulled').service(ImagesDefinition).get({ name: target })).image!;
     assert.equal(img.target?.digest, simple.manifest.desc.digest);
+    // --http-trace and --http-dump show the registry traffic on stderr.
+    const traced = await berth(d.address, ['content', 'fetch-object', '--plain-http', '--http-trace', simpleRef], { namespace: ns });
+    assert.match(traced.stderr, new RegExp(`^http: HEAD http://${reg.host}/v2/test/simple/manifests/v1 -> 200 \\(`, 'm'));
+    const dumped = await berth(d.address, ['content', 'fetch-object', '--plain-http', '--http-dump', simpleRef], { namespace: ns });
+    assert.match(dumped.stderr, new RegExp(`^> GET http://${reg.host}/v2/test/simple/manifests/${simple.index.desc.digest}\n`, 'm'));
+    assert.match(dumped.stderr, /^< 200 OK\n/m);
     const bad = await berth(d.address, ['content', 'push-object', '--plain-http', target, 'sha256:nothex', 'x'], { namespace: ns });
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /invalid digest "sha256:nothex"/);

@@ -52,6 +52,10 @@ async function readPassword(): Promise<string> {
 
 /** Resolver options from the registry flags (credentials, plain HTTP, hosts dir, default TLS). */
 export async function resolverOptions(opts: Record<string, any>): Promise<ResolverOptions> {
+  if (opts.httpDump || opts.httpTrace) {
+    const { traceHttp } = await import('./http-debug.js');
+    traceHttp({ dump: !!opts.httpDump, trace: !!opts.httpTrace });
+  }
   let username: string = opts.user ?? '';
   let secret = '';
   const i = username.indexOf(':');
