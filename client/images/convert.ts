@@ -108,13 +108,16 @@ class Converter {
     return Promise.resolve(undefined);
   }
 
+  /** Gives a document its OCI media type in place of Docker's, when asked; true when it changed. */
+  private toOciMediaType(doc: { mediaType?: string }): boolean {
+    if (!doc.mediaType || !isDockerType(doc.mediaType) || !this.opts.docker2oci) return false;
+    doc.mediaType = DOCKER_TO_OCI[doc.mediaType] ?? doc.mediaType;
+    return true;
+  }
+
   private async convertManifest(desc: Descriptor): Promise<Descriptor | undefined> {
     const [manifest, labels] = await this.readDocument<Manifest>(desc);
-    let modified = false;
-    if (manifest.mediaType && isDockerType(manifest.mediaType) && this.opts.docker2oci) {
-      manifest.mediaType = DOCKER_TO_OCI[manifest.mediaType] ?? manifest.mediaType;
-      modified = true;
-    }
+    let modified = this.toOciMediaType(manifest);
     const layers = await Promise.all(manifest.layers.map((l) => this.convert(l)));
     layers.forEach((n, i) => {
       if (!n) return;
@@ -141,11 +144,7 @@ class Converter {
 
   private async convertIndex(desc: Descriptor): Promise<Descriptor | undefined> {
     const [index, labels] = await this.readDocument<Index>(desc);
-    let modified = false;
-    if (index.mediaType && isDockerType(index.mediaType) && this.opts.docker2oci) {
-      index.mediaType = DOCKER_TO_OCI[index.mediaType] ?? index.mediaType;
-      modified = true;
-    }
+    let modified = this.toOciMediaType(index);
     const kept: Descriptor[] = [];
     const results = await Promise.all(index.manifests.map(async (m) => {
       if (m.platform && !this.platform.match(m.platform)) return 'drop' as const;
