@@ -103,13 +103,12 @@ export function digestProblem(value: string): string | undefined {
   return undefined;
 }
 
-/** Filter fields of content: `digest`, `size`, `labels.<key>` (containerd's AdaptInfo, plus size). */
+/** Filter fields of content, exactly containerd's adaptInfo: `digest`, `labels.<key>` (no `size`). */
 export function contentInfoAdaptor(info: ContentInfo): Adaptor {
   return (path) => {
     const none = { value: '', present: false };
     switch (path[0]) {
-      case 'digest': return path.length === 1 ? { value: info.digest, present: true } : none;
-      case 'size': return path.length === 1 ? { value: String(info.size), present: true } : none;
+      case 'digest': return { value: info.digest, present: true };
       case 'labels': {
         const key = path.slice(1).join('.');
         return Object.prototype.hasOwnProperty.call(info.labels, key) ? { value: info.labels[key]!, present: true } : none;

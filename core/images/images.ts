@@ -33,7 +33,7 @@ export type ImageInput = Omit<Image, 'createdAt' | 'updatedAt'>;
 
 export interface ImageStore {
   get(ctx: RequestContext, name: string): Promise<Image>;
-  /** Filters: name, target.digest, target.mediatype, labels.<key>, annotations.<key>. */
+  /** Filters: name, target.digest, target.mediatype, labels.<key> (containerd's fields). */
   list(ctx: RequestContext, filters: readonly string[]): Promise<Image[]>;
   /** ALREADY_EXISTS if the name is taken. */
   create(ctx: RequestContext, image: ImageInput): Promise<Image>;

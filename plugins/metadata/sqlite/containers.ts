@@ -107,7 +107,10 @@ function validateContainer(c: ContainerInput): void {
   if (c.snapshotKey && !c.snapshotter) throw new InvalidArgumentError('container.Snapshotter must be set if container.SnapshotKey is set');
 }
 
-/** Filter fields: id, image, runtime.name, snapshotter, labels.<key>. */
+/**
+ * Filter fields, exactly containerd's (metadata/adaptors.go): id, image, runtime.name,
+ * labels.<key>. Anything else (snapshotter, say) is absent, so `==` never matches it.
+ */
 export function containerAdaptor(c: Container): Adaptor {
   return (path) => {
     const none = { value: '', present: false };
@@ -115,8 +118,7 @@ export function containerAdaptor(c: Container): Adaptor {
     switch (path[0]) {
       case 'id': return str(c.id);
       case 'image': return str(c.image);
-      case 'snapshotter': return str(c.snapshotter);
-      case 'runtime': return path[1] === 'name' && path.length === 2 ? str(c.runtime.name) : none;
+      case 'runtime': return path[1] === 'name' ? str(c.runtime.name) : none;
       case 'labels': {
         const key = path.slice(1).join('.');
         return Object.prototype.hasOwnProperty.call(c.labels, key) ? { value: c.labels[key]!, present: true } : none;

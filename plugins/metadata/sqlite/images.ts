@@ -63,7 +63,7 @@ export function validateImage(image: ImageInput): void {
   if (!t.mediaType) throw new InvalidArgumentError('Target.MediaType must be set');
 }
 
-/** Filter fields: name, target.digest, target.mediatype, labels.<key>, annotations.<key>. */
+/** Filter fields, exactly containerd's: name, target.digest, target.mediatype, labels.<key>. */
 export function imageAdaptor(image: Image): Adaptor {
   return (path) => {
     const none = { value: '', present: false };
@@ -82,8 +82,6 @@ export function imageAdaptor(image: Image): Adaptor {
         return none;
       case 'labels':
         return inMap(image.labels);
-      case 'annotations':
-        return inMap(image.target.annotations);
       default:
         return none;
     }

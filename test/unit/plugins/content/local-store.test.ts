@@ -177,9 +177,10 @@ describe('local content store', () => {
     const one = [];
     for await (const i of store.list(ctx, [`digest==${sha(blobs[0]!)}`])) one.push(i.digest);
     assert.deepEqual(one, [sha(blobs[0]!)]);
+    // containerd's fields only: size is not a filter field (its adaptor leaves it a TODO).
     const sized = [];
     for await (const i of store.list(ctx, ['size==3'])) sized.push(i.digest);
-    assert.equal(sized.length, 2);
+    assert.equal(sized.length, 0);
 
     for (const ref of ['up-1', 'up-2', 'other']) await (await store.writer(ctx, { ref })).close();
     assert.deepEqual((await store.listStatuses(ctx, [])).map((s) => s.ref).sort(), ['other', 'up-1', 'up-2']);
