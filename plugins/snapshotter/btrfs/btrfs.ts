@@ -17,12 +17,10 @@ import type { Logger } from '../../../core/log/logger.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
 import type { Mount } from '../../../core/mount/types.js';
 import type { RequestContext } from '../../../core/namespaces/namespaces.js';
-import { Mutex } from '../../../core/snapshots/mutex.js';
-import {
-  Kind, type SnapshotInfo, type SnapshotOptions, type Snapshotter, type Usage,
-} from '../../../core/snapshots/snapshotter.js';
+import { Kind, type SnapshotOptions } from '../../../core/snapshots/snapshotter.js';
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
 import { diskUsageSync } from '../../../core/snapshots/usage.js';
+import { StoredSnapshotter } from '../stored.js';
 
 /** Inode number of every subvolume's root directory (BTRFS_FIRST_FREE_OBJECTID). */
 const SUBVOLUME_ROOT_INO = 256;
@@ -45,9 +43,9 @@ export interface BtrfsOptions {
   log?: Logger;
 }
 
-export class BtrfsSnapshotter implements Snapshotter {
-  private readonly ms: MetaStore;
-  private readonly lock = new Mutex();
+export class BtrfsSnapshotter extends StoredSnapshotter {
+  protected readonly ms: MetaStore;
+  protected readonly mountsFailure = 'failed to get active snapshot';
   /** Subvolume ids by path: they never change while the subvolume exists. */
   private readonly subvolIds = new Map<string, number>();
 
@@ -56,6 +54,7 @@ export class BtrfsSnapshotter implements Snapshotter {
    * both before constructing this).
    */
   constructor(readonly root: string, readonly device: string, private readonly opts: BtrfsOptions = {}) {
+    super();
     for (const d of ['active', 'view', 'snapshots']) mkdirSync(join(root, d), { recursive: true, mode: 0o755 });
     this.ms = new MetaStore(join(root, 'metadata.db'));
   }
@@ -80,45 +79,17 @@ export class BtrfsSnapshotter implements Snapshotter {
     await btrfs(['subvolume', 'delete', ...paths]);
   }
 
-  private async mountsOf(s: StoredSnapshot): Promise<Mount[]> {
+  protected async mountsOf(s: StoredSnapshot): Promise<Mount[]> {
     const options = [`subvolid=${await this.subvolumeId(this.pathOf(s.kind, s.id))}`];
     if (s.kind !== Kind.Active) options.push('ro');
     return [{ type: 'btrfs', source: this.device, options }];
   }
 
-  async stat(_ctx: RequestContext, key: string): Promise<SnapshotInfo> {
-    return this.ms.getInfo(key).info;
+  protected activeDir(id: string): string {
+    return this.pathOf(Kind.Active, id);
   }
 
-  async update(_ctx: RequestContext, info: Pick<SnapshotInfo, 'name' | 'labels'>, fieldpaths?: readonly string[]): Promise<SnapshotInfo> {
-    return this.lock.run(() => this.ms.updateInfo(info, fieldpaths));
-  }
-
-  async usage(ctx: RequestContext, key: string): Promise<Usage> {
-    const { id, info, usage } = this.ms.getInfo(key);
-    if (info.kind === Kind.Active) return diskUsageSync(this.pathOf(Kind.Active, id), ctx.signal);
-    return usage;
-  }
-
-  async mounts(_ctx: RequestContext, key: string): Promise<Mount[]> {
-    let s: StoredSnapshot;
-    try {
-      s = this.ms.getSnapshot(key);
-    } catch (err) {
-      throw wrapError('failed to get active snapshot', err);
-    }
-    return this.mountsOf(s);
-  }
-
-  prepare(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return this.makeSnapshot(Kind.Active, key, parent, opts?.labels);
-  }
-
-  view(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return this.makeSnapshot(Kind.View, key, parent, opts?.labels);
-  }
-
-  private makeSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
+  protected createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
     return this.lock.run(async () => {
       // Validate first (the lock keeps the answer true): errors come from the storage layer
       // before any subvolume is made.
@@ -205,10 +176,6 @@ export class BtrfsSnapshotter implements Snapshotter {
     });
   }
 
-  async walk(_ctx: RequestContext, fn: (info: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {
-    for (const info of this.ms.walkInfo(filters)) await fn(info);
-  }
-
   /**
    * Deletes subvolumes (and stray directories) in active/, view/ and snapshots/ that no
    * record of that kind owns: crash leftovers, interrupted removals and commits.
@@ -229,9 +196,5 @@ export class BtrfsSnapshotter implements Snapshotter {
       if (subvolumes.length) await this.deleteSubvolumes(subvolumes).catch((e) => this.opts.log?.warn('failed to delete orphaned subvolumes', { error: (e as Error).message }));
       await Promise.all(plain.map((p) => rm(p, { recursive: true, force: true })));
     });
-  }
-
-  async close(): Promise<void> {
-    this.ms.close();
   }
 }

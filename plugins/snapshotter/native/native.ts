@@ -11,15 +11,13 @@ import type { Logger } from '../../../core/log/logger.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
 import type { Mount } from '../../../core/mount/types.js';
 import type { RequestContext } from '../../../core/namespaces/namespaces.js';
-import { Mutex } from '../../../core/snapshots/mutex.js';
-import {
-  Kind, type SnapshotInfo, type SnapshotOptions, type Snapshotter, type Usage,
-} from '../../../core/snapshots/snapshotter.js';
+import { Kind, type SnapshotOptions } from '../../../core/snapshots/snapshotter.js';
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
 import { diskUsageSync } from '../../../core/snapshots/usage.js';
 import { removeDirectories } from '../common.js';
 import { spreadNewSubdirectories } from '../../../core/sys/fsx.js';
 import { copyTree } from './copy.js';
+import { StoredSnapshotter } from '../stored.js';
 
 /** Sentinel thrown to roll back a validation-only transaction. */
 const ROLLBACK = Symbol('rollback');
@@ -30,12 +28,13 @@ export interface NativeOptions {
   copyConcurrency?: number;
 }
 
-export class NativeSnapshotter implements Snapshotter {
-  private readonly ms: MetaStore;
-  private readonly lock = new Mutex();
+export class NativeSnapshotter extends StoredSnapshotter {
+  protected readonly ms: MetaStore;
+  protected readonly mountsFailure = 'failed to get snapshot mount';
   private readonly snapshotsDir: string;
 
   constructor(readonly root: string, private readonly opts: NativeOptions = {}) {
+    super();
     mkdirSync(root, { recursive: true, mode: 0o700 });
     this.snapshotsDir = join(root, 'snapshots');
     mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
@@ -48,36 +47,8 @@ export class NativeSnapshotter implements Snapshotter {
     return join(this.snapshotsDir, id);
   }
 
-  async stat(_ctx: RequestContext, key: string): Promise<SnapshotInfo> {
-    return this.ms.getInfo(key).info;
-  }
-
-  async update(_ctx: RequestContext, info: Pick<SnapshotInfo, 'name' | 'labels'>, fieldpaths?: readonly string[]): Promise<SnapshotInfo> {
-    return this.lock.run(() => this.ms.updateInfo(info, fieldpaths));
-  }
-
-  async usage(ctx: RequestContext, key: string): Promise<Usage> {
-    const { id, info, usage } = this.ms.getInfo(key);
-    if (info.kind === Kind.Active) return diskUsageSync(this.snapshotDir(id), ctx.signal);
-    return usage;
-  }
-
-  async mounts(_ctx: RequestContext, key: string): Promise<Mount[]> {
-    let s: StoredSnapshot;
-    try {
-      s = this.ms.getSnapshot(key);
-    } catch (err) {
-      throw wrapError('failed to get snapshot mount', err);
-    }
-    return this.mountsOf(s);
-  }
-
-  prepare(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return this.createSnapshot(Kind.Active, key, parent, opts?.labels);
-  }
-
-  view(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return this.createSnapshot(Kind.View, key, parent, opts?.labels);
+  protected activeDir(id: string): string {
+    return this.snapshotDir(id);
   }
 
   /**
@@ -85,7 +56,7 @@ export class NativeSnapshotter implements Snapshotter {
    * directory (the slow part, asynchronous), then record the snapshot and rename the
    * directory to its id in one transaction. Any failure removes the temporary directory.
    */
-  private createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
+  protected createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
     return this.lock.run(async () => {
       // A view of a parent uses the parent's directory; everything else gets its own.
       const ownDir = kind === Kind.Active || parent === '';
@@ -147,7 +118,7 @@ export class NativeSnapshotter implements Snapshotter {
     });
   }
 
-  private mountsOf(s: StoredSnapshot): Mount[] {
+  protected mountsOf(s: StoredSnapshot): Mount[] {
     const source = s.parentIds.length === 0 || s.kind === Kind.Active ? this.snapshotDir(s.id) : this.snapshotDir(s.parentIds[0]!);
     return [{ type: 'bind', source, options: ['rbind', s.kind === Kind.View ? 'ro' : 'rw'] }];
   }
@@ -191,10 +162,6 @@ export class NativeSnapshotter implements Snapshotter {
     if (renamed) await removeDirectories([renamed], this.opts.log);
   }
 
-  async walk(_ctx: RequestContext, fn: (info: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {
-    for (const info of this.ms.walkInfo(filters)) await fn(info);
-  }
-
   /** Removes directories without a record: crash leftovers and interrupted removals. */
   async cleanupOrphans(): Promise<void> {
     const dirs = await this.lock.run(() => {
@@ -202,9 +169,5 @@ export class NativeSnapshotter implements Snapshotter {
       return readdirSync(this.snapshotsDir).filter((d) => !ids.has(d)).map((d) => join(this.snapshotsDir, d));
     });
     await removeDirectories(dirs, this.opts.log);
-  }
-
-  async close(): Promise<void> {
-    this.ms.close();
   }
 }

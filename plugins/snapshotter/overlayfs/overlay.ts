@@ -16,14 +16,12 @@ import type { Logger } from '../../../core/log/logger.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
 import type { Mount } from '../../../core/mount/types.js';
 import type { RequestContext } from '../../../core/namespaces/namespaces.js';
-import { Mutex } from '../../../core/snapshots/mutex.js';
-import {
-  Kind, SnapshotLabel, type Cleaner, type SnapshotInfo, type SnapshotOptions, type Snapshotter, type Usage,
-} from '../../../core/snapshots/snapshotter.js';
+import { Kind, SnapshotLabel, type Cleaner, type SnapshotInfo, type SnapshotOptions } from '../../../core/snapshots/snapshotter.js';
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
 import { diskUsageSync } from '../../../core/snapshots/usage.js';
 import { removeDirectories } from '../common.js';
 import { spreadNewSubdirectories } from '../../../core/sys/fsx.js';
+import { StoredSnapshotter } from '../stored.js';
 
 export interface OverlayOptions {
   /** Keep removed snapshots' directories until cleanup (containerd's default for the plugin). */
@@ -39,13 +37,14 @@ export interface OverlayOptions {
   log?: Logger;
 }
 
-export class OverlaySnapshotter implements Snapshotter, Cleaner {
-  private readonly ms: MetaStore;
-  private readonly lock = new Mutex();
+export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
+  protected readonly ms: MetaStore;
+  protected readonly mountsFailure = 'failed to get active mount';
   private readonly snapshotsDir: string;
   private readonly overlayOptions: string[];
 
   constructor(readonly root: string, private readonly opts: OverlayOptions = {}) {
+    super();
     mkdirSync(root, { recursive: true, mode: 0o700 });
     this.snapshotsDir = join(root, 'snapshots');
     mkdirSync(this.snapshotsDir, { recursive: true, mode: 0o700 });
@@ -72,44 +71,23 @@ export class OverlaySnapshotter implements Snapshotter, Cleaner {
     return { ...info, labels: { ...info.labels, [SnapshotLabel.overlayUpperdir]: this.upperPath(id) } };
   }
 
-  async stat(_ctx: RequestContext, key: string): Promise<SnapshotInfo> {
+  override async stat(_ctx: RequestContext, key: string): Promise<SnapshotInfo> {
     const { id, info } = this.ms.getInfo(key);
     return this.withUpperdir(info, id);
   }
 
-  async update(_ctx: RequestContext, info: Pick<SnapshotInfo, 'name' | 'labels'>, fieldpaths?: readonly string[]): Promise<SnapshotInfo> {
+  override async update(_ctx: RequestContext, info: Pick<SnapshotInfo, 'name' | 'labels'>, fieldpaths?: readonly string[]): Promise<SnapshotInfo> {
     return this.lock.run(() => {
       const updated = this.ms.updateInfo(info, fieldpaths);
       return this.opts.upperdirLabel ? this.withUpperdir(updated, this.ms.getInfo(updated.name).id) : updated;
     });
   }
 
-  /** Active: the upper dir is measured now. Committed and views: the value stored at commit. */
-  async usage(ctx: RequestContext, key: string): Promise<Usage> {
-    const { id, info, usage } = this.ms.getInfo(key);
-    if (info.kind === Kind.Active) return diskUsageSync(this.upperPath(id), ctx.signal);
-    return usage;
+  protected activeDir(id: string): string {
+    return this.upperPath(id);
   }
 
-  async mounts(_ctx: RequestContext, key: string): Promise<Mount[]> {
-    let s: StoredSnapshot;
-    try {
-      s = this.ms.getSnapshot(key);
-    } catch (err) {
-      throw wrapError('failed to get active mount', err);
-    }
-    return this.mountsOf(s);
-  }
-
-  prepare(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return this.createSnapshot(Kind.Active, key, parent, opts?.labels);
-  }
-
-  view(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
-    return this.createSnapshot(Kind.View, key, parent, opts?.labels);
-  }
-
-  private createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
+  protected createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]> {
     return this.lock.run(() => {
       let td: string;
       try {
@@ -165,7 +143,7 @@ export class OverlaySnapshotter implements Snapshotter, Cleaner {
     }
   }
 
-  private mountsOf(s: StoredSnapshot): Mount[] {
+  protected mountsOf(s: StoredSnapshot): Mount[] {
     if (s.parentIds.length === 0) {
       // A lone layer: overlay needs at least one lower dir, so bind the directory itself.
       return [{ type: 'bind', source: this.upperPath(s.id), options: [s.kind === Kind.View ? 'ro' : 'rw', 'rbind'] }];
@@ -210,7 +188,7 @@ export class OverlaySnapshotter implements Snapshotter, Cleaner {
     if (removals.length) await removeDirectories(removals, this.opts.log);
   }
 
-  async walk(_ctx: RequestContext, fn: (info: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {
+  override async walk(_ctx: RequestContext, fn: (info: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {
     const infos = this.ms.walkInfo(filters);
     const idByKey = this.opts.upperdirLabel ? new Map([...this.ms.idMap()].map(([id, v]) => [v.key, id])) : undefined;
     for (const info of infos) {
@@ -228,9 +206,5 @@ export class OverlaySnapshotter implements Snapshotter, Cleaner {
   private cleanupDirectories(): string[] {
     const ids = this.ms.idMap();
     return readdirSync(this.snapshotsDir).filter((d) => !ids.has(d)).map((d) => join(this.snapshotsDir, d));
-  }
-
-  async close(): Promise<void> {
-    this.ms.close();
   }
 }
