@@ -74,6 +74,26 @@ export abstract class Process {
     this.io?.closeStdin();
   }
 
+  /**
+   * Refuses to delete what still runs (or is gone: NOT_FOUND naming it as `what`, "container"
+   * or "process", as runc's shim words it), then waits for its output to drain.
+   */
+  protected async prepareDelete(what: string): Promise<void> {
+    switch (this.status()) {
+      case 'created':
+      case 'stopped':
+        break;
+      case 'deleted':
+        throw new NotFoundError(`${what} ${this.id}`);
+      case 'paused':
+      case 'pausing':
+        throw new Error('cannot delete a paused process');
+      default:
+        throw new Error('cannot delete a running process');
+    }
+    await this.drainIO();
+  }
+
   protected async drainIO(): Promise<void> {
     if (!this.io) return;
     let timer: NodeJS.Timeout | undefined;
@@ -307,19 +327,7 @@ export class InitProcess extends Process {
   }
 
   async delete(): Promise<void> {
-    switch (this.status()) {
-      case 'created':
-      case 'stopped':
-        break;
-      case 'deleted':
-        throw new NotFoundError(`container ${this.id}`);
-      case 'paused':
-      case 'pausing':
-        throw new Error('cannot delete a paused process');
-      default:
-        throw new Error('cannot delete a running process');
-    }
-    await this.drainIO();
+    await this.prepareDelete('container');
     let failure: Error | undefined;
     try {
       await this.runc.delete(this.id);
@@ -450,19 +458,7 @@ export class ExecProcess extends Process {
   }
 
   async delete(): Promise<void> {
-    switch (this.status()) {
-      case 'created':
-      case 'stopped':
-        break;
-      case 'deleted':
-        throw new NotFoundError(`process ${this.id}`);
-      case 'paused':
-      case 'pausing':
-        throw new Error('cannot delete a paused process');
-      default:
-        throw new Error('cannot delete a running process');
-    }
-    await this.drainIO();
+    await this.prepareDelete('process');
     this.io?.close();
     this.closePidfd();
     rmSync(this.pidFile, { force: true });

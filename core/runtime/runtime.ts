@@ -40,6 +40,24 @@ export interface ProcessState {
   exitedAt: Date;
 }
 
+/**
+ * A shim's answer to State (runtime v1 or v2: the same fields) as a ProcessState: a status
+ * outside the known range is Unknown, and a process that has not exited has Go's zero time.
+ */
+export function processStateOf(r: Omit<ProcessState, 'status' | 'exitedAt'> & { status: number; exitedAt: Date | undefined }): ProcessState {
+  const known = r.status >= TaskStatus.Created && r.status <= TaskStatus.Pausing;
+  return {
+    pid: r.pid,
+    status: (known ? r.status : TaskStatus.Unknown) as TaskStatus,
+    stdin: r.stdin,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    terminal: r.terminal,
+    exitStatus: r.exitStatus,
+    exitedAt: r.exitedAt ?? ZERO_TIME,
+  };
+}
+
 export interface Exit {
   pid: number;
   status: number;

@@ -14,7 +14,7 @@ import { packAny } from '../../../core/events/any.js';
 import type { AnyMessage } from '../../../core/events/exchange.js';
 import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
 import {
-  TaskStatus,
+  processStateOf,
   ZERO_TIME,
   type CallOptions,
   type ExecOpts,
@@ -41,22 +41,6 @@ type EventsModule = typeof import('../../../api/gen/events/task.js');
 let eventsModule: Promise<EventsModule> | undefined;
 const events = () => (eventsModule ??= import('../../../api/gen/events/task.js'));
 
-function toState(r: {
-  pid: number; status: number; stdin: string; stdout: string; stderr: string; terminal: boolean; exitStatus: number; exitedAt: Date | undefined;
-}): ProcessState {
-  const known = r.status >= TaskStatus.Created && r.status <= TaskStatus.Pausing;
-  return {
-    pid: r.pid,
-    status: (known ? r.status : TaskStatus.Unknown) as TaskStatus,
-    stdin: r.stdin,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    terminal: r.terminal,
-    exitStatus: r.exitStatus,
-    exitedAt: r.exitedAt ?? ZERO_TIME,
-  };
-}
-
 /** The connection to one shim and what the daemon holds for it. */
 export class ShimHandle {
   readonly rpc: ShimRpc;
@@ -75,7 +59,7 @@ export class ShimHandle {
 /** State of process `id`; a shim that is gone means the process is gone. */
 async function stateOf(rpc: ShimRpc, id: string, what: string, opts?: CallOptions): Promise<ProcessState> {
   try {
-    return toState(await rpc.state({ id }, callOpts(opts)));
+    return processStateOf(await rpc.state({ id }, callOpts(opts)));
   } catch (err) {
     if (err instanceof TtrpcClosedError) throw new NotFoundError(`${what} ${id}`);
     throw err;

@@ -10,7 +10,7 @@ import { codeOf, InvalidArgumentError, messageOf, NotFoundError, RemoteError } f
 import type { AnyMessage } from '../../../core/events/exchange.js';
 import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
 import {
-  TaskStatus,
+  processStateOf,
   ZERO_TIME,
   type CallOptions,
   type CreateOpts,
@@ -31,22 +31,6 @@ const anyOut = (a: AnyMessage | undefined) => (a ? { typeUrl: a.typeUrl, value: 
 /** Re-raises `err` with `prefix: ` in front of its message, keeping its status code. */
 export function wrapError(prefix: string, err: unknown): Error {
   return new RemoteError(codeOf(err), `${prefix}: ${messageOf(err)}`);
-}
-
-function stateOf(r: {
-  pid: number; status: number; stdin: string; stdout: string; stderr: string; terminal: boolean; exitStatus: number; exitedAt: Date | undefined;
-}): ProcessState {
-  const known = r.status >= TaskStatus.Created && r.status <= TaskStatus.Pausing;
-  return {
-    pid: r.pid,
-    status: (known ? r.status : TaskStatus.Unknown) as TaskStatus,
-    stdin: r.stdin,
-    stdout: r.stdout,
-    stderr: r.stderr,
-    terminal: r.terminal,
-    exitStatus: r.exitStatus,
-    exitedAt: r.exitedAt ?? ZERO_TIME,
-  };
 }
 
 const callOpts = (o?: CallOptions) => ({ signal: o?.signal, timeoutMs: o?.timeoutMs });
@@ -78,7 +62,7 @@ class ShimProcess implements ExecProcess {
 
   async state(opts?: CallOptions): Promise<ProcessState> {
     try {
-      return stateOf(await this.task.rpc.state({ id: this.task.id, execId: this.id }, callOpts(opts)));
+      return processStateOf(await this.task.rpc.state({ id: this.task.id, execId: this.id }, callOpts(opts)));
     } catch (err) {
       if (err instanceof TtrpcClosedError) throw new NotFoundError(`process ${this.id}`);
       throw err;
@@ -160,7 +144,7 @@ export class ShimTask implements Task {
 
   async state(opts?: CallOptions): Promise<ProcessState> {
     try {
-      return stateOf(await this.rpc.state({ id: this.id, execId: '' }, callOpts(opts)));
+      return processStateOf(await this.rpc.state({ id: this.id, execId: '' }, callOpts(opts)));
     } catch (err) {
       if (err instanceof TtrpcClosedError) throw new NotFoundError(`task ${this.id}`);
       throw err;
