@@ -24,7 +24,6 @@ export abstract class StoredSnapshotter implements Snapshotter {
   protected abstract activeDir(id: string): string;
   protected abstract mountsOf(s: StoredSnapshot): Mount[] | Promise<Mount[]>;
   protected abstract createSnapshot(kind: Kind, key: string, parent: string, labels: Labels | undefined): Promise<Mount[]>;
-  abstract commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void>;
   abstract remove(ctx: RequestContext, key: string): Promise<void>;
 
   async stat(_ctx: RequestContext, key: string): Promise<SnapshotInfo> {
@@ -58,6 +57,21 @@ export abstract class StoredSnapshotter implements Snapshotter {
 
   view(_ctx: RequestContext, key: string, parent: string, opts?: SnapshotOptions): Promise<Mount[]> {
     return this.createSnapshot(Kind.View, key, parent, opts?.labels);
+  }
+
+  /** Records the active snapshot as committed under `name`, with its usage measured now. */
+  async commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
+    await this.lock.run(() => {
+      const { id, info } = this.ms.getInfo(key);
+      // Only an active snapshot has a tree to measure; for anything else commitActive
+      // reports the right error without writing.
+      const usage = info.kind === Kind.Active ? diskUsageSync(this.activeDir(id), ctx.signal) : { size: 0, inodes: 0 };
+      try {
+        this.ms.commitActive(key, name, usage, opts?.labels);
+      } catch (err) {
+        throw wrapError('failed to commit snapshot', err);
+      }
+    });
   }
 
   async walk(_ctx: RequestContext, fn: (info: SnapshotInfo) => void | Promise<void>, filters?: readonly string[]): Promise<void> {

@@ -67,17 +67,6 @@ export function infoJson(i: WireInfo): string {
 
 const mountsJson = (ms: readonly WireMount[]) => goJsonIndent(ms.map((m) => ({ Type: m.type, Source: m.source, Options: m.options })));
 
-/** ctr's progress.Bytes: "%02.1f %s" over 1024-based units. */
-export function progressBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB', 'ZiB', 'YiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1).padStart(2, '0')} ${units[i]}`;
-}
 
 const rootLabel = () => ({ [GcLabel.root]: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
 
@@ -177,7 +166,8 @@ export function register(program: Command): void {
     .action(action(async (ctx, keys, opts, cmd) => {
       const { svc } = await client(ctx);
       const snapshotter = snapshotterOf(cmd);
-      const size = (n: number) => (opts.b ? String(n) : progressBytes(n));
+      const { formatBytes } = await import('../../../client/pull/progress.js');
+      const size = (n: number) => (opts.b ? String(n) : formatBytes(n));
       const names = keys.length ? keys : (await collect(ctx, cmd)).map((i) => i.name);
       const rows: string[][] = [['KEY', 'SIZE', 'INODES']];
       for (const key of names) {

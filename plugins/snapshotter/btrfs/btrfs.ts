@@ -120,7 +120,7 @@ export class BtrfsSnapshotter extends StoredSnapshotter {
     });
   }
 
-  async commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
+  override async commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
     await this.lock.run(async () => {
       let id = '';
       try {

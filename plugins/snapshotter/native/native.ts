@@ -11,9 +11,8 @@ import type { Logger } from '../../../core/log/logger.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
 import type { Mount } from '../../../core/mount/types.js';
 import type { RequestContext } from '../../../core/namespaces/namespaces.js';
-import { Kind, type SnapshotOptions } from '../../../core/snapshots/snapshotter.js';
+import { Kind } from '../../../core/snapshots/snapshotter.js';
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
-import { diskUsageSync } from '../../../core/snapshots/usage.js';
 import { removeDirectories } from '../common.js';
 import { spreadNewSubdirectories } from '../../../core/sys/fsx.js';
 import { copyTree } from './copy.js';
@@ -121,20 +120,6 @@ export class NativeSnapshotter extends StoredSnapshotter {
   protected mountsOf(s: StoredSnapshot): Mount[] {
     const source = s.parentIds.length === 0 || s.kind === Kind.Active ? this.snapshotDir(s.id) : this.snapshotDir(s.parentIds[0]!);
     return [{ type: 'bind', source, options: ['rbind', s.kind === Kind.View ? 'ro' : 'rw'] }];
-  }
-
-  async commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
-    await this.lock.run(() => {
-      const { id, info } = this.ms.getInfo(key);
-      // Only an active snapshot has a tree to measure; for anything else commitActive
-      // reports the right error without writing.
-      const usage = info.kind === Kind.Active ? diskUsageSync(this.snapshotDir(id), ctx.signal) : { size: 0, inodes: 0 };
-      try {
-        this.ms.commitActive(key, name, usage, opts?.labels);
-      } catch (err) {
-        throw wrapError('failed to commit snapshot', err);
-      }
-    });
   }
 
   /**

@@ -16,9 +16,8 @@ import type { Logger } from '../../../core/log/logger.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
 import type { Mount } from '../../../core/mount/types.js';
 import type { RequestContext } from '../../../core/namespaces/namespaces.js';
-import { Kind, SnapshotLabel, type Cleaner, type SnapshotInfo, type SnapshotOptions } from '../../../core/snapshots/snapshotter.js';
+import { Kind, SnapshotLabel, type Cleaner, type SnapshotInfo } from '../../../core/snapshots/snapshotter.js';
 import { MetaStore, wrapError, type StoredSnapshot } from '../../../core/snapshots/storage.js';
-import { diskUsageSync } from '../../../core/snapshots/usage.js';
 import { removeDirectories } from '../common.js';
 import { spreadNewSubdirectories } from '../../../core/sys/fsx.js';
 import { StoredSnapshotter } from '../stored.js';
@@ -156,20 +155,6 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
     if (s.kind === Kind.Active) options.push(`workdir=${this.workPath(s.id)}`, `upperdir=${this.upperPath(s.id)}`);
     options.push(`lowerdir=${s.parentIds.map((id) => this.upperPath(id)).join(':')}`);
     return [{ type: 'overlay', source: 'overlay', options }];
-  }
-
-  async commit(ctx: RequestContext, name: string, key: string, opts?: SnapshotOptions): Promise<void> {
-    await this.lock.run(() => {
-      const { id, info } = this.ms.getInfo(key);
-      // Only an active snapshot has a tree to measure; for anything else commitActive
-      // reports the right error without writing.
-      const usage = info.kind === Kind.Active ? diskUsageSync(this.upperPath(id), ctx.signal) : { size: 0, inodes: 0 };
-      try {
-        this.ms.commitActive(key, name, usage, opts?.labels);
-      } catch (err) {
-        throw wrapError('failed to commit snapshot', err);
-      }
-    });
   }
 
   /**
