@@ -15,6 +15,7 @@ import { build } from 'esbuild';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +72,40 @@ const quietDiagnostics = {
     });
   },
 };
+// Node builtins the programs import at the top of modules but seldom use while starting
+// (hashing, compression, worker threads): each is a module graph Node compiles when it is
+// first required (~5 ms of a daemon boot together). They are bound to a stand-in that
+// requires the real module on first use, so a process that has not hashed or compressed yet
+// has not loaded them. The stand-in knows the module's export names (taken here, from the
+// Node that builds and will run the bundle) so that esbuild's interop helpers, which list
+// them for `import * as` and default imports, do not load the module early.
+const LAZY_BUILTINS = /^(node:)?(crypto|zlib|worker_threads)$/;
+const nodeRequire = createRequire(import.meta.url);
+const lazyBuiltins = {
+  name: 'lazy-builtins',
+  setup(b) {
+    b.onResolve({ filter: LAZY_BUILTINS }, (args) => (args.namespace === 'lazy-builtin'
+      ? { path: args.path, external: true } // the stand-in's own require: the real module
+      : { path: args.path.replace(/^node:/, ''), namespace: 'lazy-builtin' }));
+    b.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+      loader: 'js',
+      contents: `
+        const names = ${JSON.stringify(Object.getOwnPropertyNames(nodeRequire(`node:${args.path}`)))};
+        let real;
+        const load = () => (real ??= require(${JSON.stringify(`node:${args.path}`)}));
+        module.exports = new Proxy({}, {
+          get: (_, key) => load()[key],
+          has: (_, key) => (real ? key in real : names.includes(key)),
+          ownKeys: () => (real ? Reflect.ownKeys(real) : [...names]),
+          getOwnPropertyDescriptor: (_, key) => {
+            if (!real) return names.includes(key) ? { configurable: true, enumerable: true, writable: true, value: undefined } : undefined;
+            const d = Reflect.getOwnPropertyDescriptor(real, key);
+            return d && { ...d, configurable: true };
+          },
+        });`,
+    }));
+  },
+};
 await build({
   ...common,
   entryPoints,
@@ -78,7 +113,7 @@ await build({
   outExtension: { '.js': '.cjs' },
   format: 'cjs',
   external: ['koffi'],
-  plugins: [quietDiagnostics],
+  plugins: [quietDiagnostics, lazyBuiltins],
   define: { __BERTH_REVISION__: JSON.stringify(revision), 'import.meta.url': '__berthImportMetaUrl' },
   // The sources are ES modules; the few that need their own URL (createRequire) get the bundle's.
   banner: { js: "var __berthImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
