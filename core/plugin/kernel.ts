@@ -89,7 +89,11 @@ export class Kernel {
     const known = new Set<string>();
     for (const reg of this.regs) {
       const uri = uriOf(reg);
-      const sections = Object.entries(this.opts.pluginConfig).filter(([k]) => resolveEntry(k, [reg]).includes(uri) && (k === uri || k === `v1:${reg.id}`));
+      const aliases = new Set((reg.config?.sectionAliases ?? []).flatMap((a) => [a, `v1:${a.slice(a.lastIndexOf('.') + 1)}`]));
+      const own = (k: string) => resolveEntry(k, [reg]).includes(uri) && (k === uri || k === `v1:${reg.id}`);
+      // Alias sections first: the plugin's own section has the last word.
+      const entries = Object.entries(this.opts.pluginConfig);
+      const sections = [...entries.filter(([k]) => aliases.has(k)), ...entries.filter(([k]) => own(k))];
       for (const [k] of sections) known.add(k);
       const spec = reg.config;
       if (!spec) {

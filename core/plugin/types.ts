@@ -122,6 +122,12 @@ export interface PluginConfigSpec<C> {
   defaults: C;
   /** Throws InvalidArgumentError naming the key that is wrong. */
   validate?: (config: C) => void;
+  /**
+   * URIs of containerd plugins whose config section holds the same settings (containerd's
+   * `io.containerd.metadata.v1.bolt` for berth's SQLite metadata store): their sections are
+   * read too, under this plugin's own, so a containerd config.toml keeps its meaning.
+   */
+  sectionAliases?: readonly string[];
 }
 
 /** A plugin registration: what, after which types, with which config, and how to start it. */

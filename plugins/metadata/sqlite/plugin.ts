@@ -18,6 +18,8 @@ export const metadataPlugin = definePlugin<MetadataConfig, Metadata>({
   requires: [PluginType.Content, PluginType.Snapshotter],
   config: {
     defaults: { content_sharing_policy: 'shared' },
+    // containerd's metadata plugin is bolt; its content_sharing_policy means the same here.
+    sectionAliases: ['io.containerd.metadata.v1.bolt'],
     validate: (c) => {
       if (c.content_sharing_policy !== 'shared' && c.content_sharing_policy !== 'isolated') {
         throw new InvalidArgumentError(`content_sharing_policy: expected "shared" or "isolated", got ${JSON.stringify(c.content_sharing_policy)}`);

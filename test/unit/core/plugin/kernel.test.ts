@@ -105,6 +105,26 @@ test('typed config: defaults, merge, validation, wrong types and unknown keys', 
   assert.match(w.join('\n'), /io\.containerd\.grpc\.v1\.cri": no such plugin; section ignored/);
 });
 
+test('a containerd plugin section the plugin names as an alias is read, under its own section', async () => {
+  // As berth's metadata store reads containerd's io.containerd.metadata.v1.bolt section.
+  const plugin = definePlugin<{ policy: string; depth: number }>({
+    type: 't.metadata', id: 'sql',
+    config: { defaults: { policy: 'shared', depth: 1 }, sectionAliases: ['t.metadata.bolt'] },
+    init: (ctx) => ctx.config,
+  });
+  const boot = async (pluginConfig: Record<string, Record<string, unknown>>) => {
+    const k = kernel([plugin], { pluginConfig });
+    const warnings = k.decodeConfigs();
+    await k.boot();
+    return { config: k.plugins[0]!.instance, warnings };
+  };
+  assert.deepEqual(await boot({ 't.metadata.bolt': { policy: 'isolated' } }), { config: { policy: 'isolated', depth: 1 }, warnings: [] });
+  // Version 1 configs name plugins by id.
+  assert.deepEqual((await boot({ 'v1:bolt': { policy: 'isolated' } })).config, { policy: 'isolated', depth: 1 });
+  assert.deepEqual((await boot({ 't.metadata.bolt': { policy: 'isolated', depth: 5 }, 't.metadata.sql': { policy: 'shared' } })).config,
+    { policy: 'shared', depth: 5 });
+});
+
 test('close runs in reverse init order and errors do not stop it', async () => {
   const closed: string[] = [];
   const k = kernel([
