@@ -26,7 +26,7 @@ import type { Connection } from '../connection.js';
 import { withLease } from '../pull/lease.js';
 import { all, type MatchComparer } from '../platforms/index.js';
 import { ContentClient } from './content.js';
-import { descriptorJSON, type Index, type Manifest } from './image.js';
+import { descriptorJSON, goSortedMap, type Index, type Manifest } from './image.js';
 import { createImage, deleteImage, getImageRecord, updateImage, type ImageRecord } from './store.js';
 
 export interface ConvertOptions {
@@ -138,7 +138,7 @@ class Converter {
     if (manifest.mediaType) doc.mediaType = manifest.mediaType;
     doc.config = descriptorJSON(manifest.config);
     doc.layers = manifest.layers.map(descriptorJSON);
-    if (manifest.annotations && Object.keys(manifest.annotations).length) doc.annotations = sortedObject(manifest.annotations);
+    if (manifest.annotations && Object.keys(manifest.annotations).length) doc.annotations = goSortedMap(manifest.annotations);
     return this.writeDocument(desc, doc, labels);
   }
 
@@ -168,7 +168,7 @@ class Converter {
     const doc: Record<string, unknown> = { schemaVersion: index.schemaVersion };
     if (index.mediaType) doc.mediaType = index.mediaType;
     doc.manifests = kept.map(descriptorJSON);
-    if (index.annotations && Object.keys(index.annotations).length) doc.annotations = sortedObject(index.annotations);
+    if (index.annotations && Object.keys(index.annotations).length) doc.annotations = goSortedMap(index.annotations);
     return this.writeDocument(desc, doc, labels);
   }
 
@@ -223,8 +223,4 @@ function clearGcLabels(labels: Record<string, string>, digest: string): void {
   for (const [k, v] of Object.entries(labels)) {
     if (v === digest && k.startsWith(ImageLabel.gcRefContentPrefix)) delete labels[k];
   }
-}
-
-function sortedObject(o: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

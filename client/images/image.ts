@@ -277,14 +277,16 @@ export function annotatedName(annotations: Record<string, string> | undefined, o
   return '';
 }
 
+/** A string map with its keys in the order Go marshals a map: sorted, so equal documents get equal digests. */
+export function goSortedMap(m: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(m).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
 /** Descriptor JSON with Go's field order (mediaType, digest, size, urls, annotations, platform). */
 export function descriptorJSON(d: Descriptor): Record<string, unknown> {
   const out: Record<string, unknown> = { mediaType: d.mediaType, digest: d.digest, size: d.size };
   if (d.urls?.length) out.urls = d.urls;
-  if (d.annotations && Object.keys(d.annotations).length) {
-    // Go marshals maps with sorted keys; equal documents get equal digests.
-    out.annotations = Object.fromEntries(Object.entries(d.annotations).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-  }
+  if (d.annotations && Object.keys(d.annotations).length) out.annotations = goSortedMap(d.annotations);
   if (d.platform) {
     const p: Record<string, unknown> = { architecture: d.platform.architecture, os: d.platform.os };
     if (d.platform['os.version']) p['os.version'] = d.platform['os.version'];

@@ -1,6 +1,7 @@
 /**
- * `berth content fetch-object` and `push-object`: single objects between a registry and the
- * content store, as ctr's (no image walk, no unpacking, no image record).
+ * `berth content fetch-object`, `push-object` and `edit`: single objects between a registry
+ * and the content store, as ctr's (no image walk, no unpacking, no image record), and one
+ * blob through an editor into a new blob.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -10,11 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { isAlreadyExists } from '../../../core/errdefs/errdefs.js';
 import { GcLabel } from '../../../core/metadata/labels.js';
 import type { Connection } from '../../../client/connection.js';
 import { ContentClient } from '../../../client/images/content.js';
-import { withLease } from '../../../client/pull/lease.js';
+import { rfc3339, withLease } from '../../../client/pull/lease.js';
 import { validateDigest } from '../../../client/reference/digest.js';
 import { Resolver, type ResolverOptions } from '../../../client/remotes/resolver.js';
 import type { Descriptor } from '../../../core/images/images.js';
@@ -64,12 +64,8 @@ export async function editBlob(conn: Connection, digest: string, editor: string)
       const hash = createHash('sha256');
       await pipeline(createReadStream(file), hash);
       const edited = { digest: `sha256:${hash.digest('hex')}`, size: (await stat(file)).size };
-      const labels = { [GcLabel.root]: new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
-      try {
-        await cs.writeBlob(`edit-${digest}`, createReadStream(file), edited, labels);
-      } catch (err) {
-        if (!isAlreadyExists(err)) throw err;
-      }
+      // writeBlob counts content the store already holds as written.
+      await cs.writeBlob(`edit-${digest}`, createReadStream(file), edited, { [GcLabel.root]: rfc3339(new Date()) });
       return edited.digest;
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -67,7 +67,6 @@ export function infoJson(i: WireInfo): string {
 
 const mountsJson = (ms: readonly WireMount[]) => goJsonIndent(ms.map((m) => ({ Type: m.type, Source: m.source, Options: m.options })));
 
-
 const rootLabel = () => ({ [GcLabel.root]: new Date().toISOString().replace(/\.\d+Z$/, 'Z') });
 
 async function collect(ctx: CliContext, cmd: Command): Promise<WireInfo[]> {
