@@ -169,6 +169,7 @@ export class Kernel {
       }
     }
     result.initMs = performance.now() - started;
+    this.opts.log.debug('plugin init finished', { id: uri, status: result.status, ms: Number(result.initMs.toFixed(2)) });
     this.results.push(result);
   }
 

@@ -11,6 +11,10 @@
  *  - COMMIT verifies size and digest and records the blob with the request's labels;
  *  - when the session ends without an error (after COMMIT, or when the client half-closes)
  *    the last response is sent once more, as the 1.6 server's deferred send does.
+ *
+ * A WRITE is answered once its bytes are hashed, not once they are in the file: the writer
+ * keeps the request's buffer (ContentWriter.write's hand-off), and a failure to write it is
+ * the answer to the next request.
  */
 import type { ContentStore, ContentWriter } from '../../../core/content/content.js';
 import { Code, DataLossError, isNotFound, messageOf, OutOfRangeError, RemoteError } from '../../../core/errdefs/errdefs.js';
@@ -41,6 +45,9 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
     try {
       for (;;) {
         msg.action = req.action;
+        // The previous request's bytes were handed off (below): a failure to write them is
+        // this request's answer.
+        await w.settle?.();
         const ws = w.status();
         msg.offset = ws.offset;
         if (req.expected) {
@@ -74,7 +81,8 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
           }
           if (req.data.length > 0) {
             const before = w.status().offset;
-            await w.write(req.data);
+            // The request's buffer is the handler's alone: the writer may keep it.
+            await w.write(req.data, true);
             const n = w.status().offset - before;
             if (n !== req.data.length) throw new DataLossError(`wrote ${n} of ${req.data.length} bytes`);
             msg.offset += n;
