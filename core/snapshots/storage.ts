@@ -13,7 +13,7 @@
  * snapshotter that needs asynchronous work in the middle of a mutation holds its Mutex
  * across the whole sequence instead (see mutex.ts).
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import {
   AlreadyExistsError, BerthError, FailedPreconditionError, InvalidArgumentError, NotFoundError, RemoteError,
@@ -119,40 +119,62 @@ export function wrapError(prefix: string, err: unknown): Error {
   return new Error(`${prefix}: ${message}`, { cause: err });
 }
 
+/** The prepared statements of a snapshot database. */
+function statements(db: SqliteDatabase) {
+  return {
+    byKey: db.prepare<[string], Row>(`${SELECT_INFO} WHERE s.key = ?`),
+    all: db.prepare<[], Row>(`${SELECT_INFO} ORDER BY s.key`),
+    idOnly: db.prepare<[string], { id: number; kind: number; parent_id: number | null }>('SELECT id, kind, parent_id FROM snapshots WHERE key = ?'),
+    exists: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM snapshots WHERE key = ?'),
+    chain: db.prepare<[number], { id: number }>(`
+      WITH RECURSIVE chain(id, parent_id, depth) AS (
+        SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
+        UNION ALL
+        SELECT s.id, s.parent_id, c.depth + 1 FROM snapshots s JOIN chain c ON s.id = c.parent_id
+      )
+      SELECT id FROM chain ORDER BY depth`),
+    insert: db.prepare<[string, number | null, number, string, number, number]>(
+      'INSERT INTO snapshots (key, parent_id, kind, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)'),
+    hasChild: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM snapshots WHERE parent_id = ? LIMIT 1'),
+    delete: db.prepare<[number]>('DELETE FROM snapshots WHERE id = ?'),
+    commit: db.prepare<[string, number, string, number, number, number, number, number]>(
+      'UPDATE snapshots SET key = ?, kind = ?, labels = ?, created_at = ?, updated_at = ?, size = ?, inodes = ? WHERE id = ?'),
+    setLabels: db.prepare<[string, number, number]>('UPDATE snapshots SET labels = ?, updated_at = ? WHERE id = ?'),
+    ids: db.prepare<[], { id: number; key: string; kind: number }>('SELECT id, key, kind FROM snapshots'),
+  };
+}
+
 export class MetaStore {
-  private readonly db: SqliteDatabase;
-  private readonly q;
+  private opened: { db: SqliteDatabase; q: ReturnType<typeof statements> } | undefined;
   private closed = false;
 
-  /** Opens (creating when missing) the database file at `path`. */
+  /**
+   * Opens the database file at `path`, or, when there is none yet (a fresh root), creates it
+   * on first use: a snapshotter nobody uses costs the daemon's start-up nothing, while an
+   * existing database is still opened, and so checked, at boot.
+   */
   constructor(readonly path: string) {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    if (existsSync(path)) this.open();
+  }
+
+  private open() {
+    if (this.closed) throw new Error(`snapshot database ${this.path} is closed`);
+    if (this.opened) return this.opened;
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     // An OS crash can only lose the newest commits (see openSqlite), which leaves at worst
     // an orphaned directory that cleanup removes.
-    this.db = openSqlite(path);
-    this.db.exec(SCHEMA);
-    const db = this.db;
-    this.q = {
-      byKey: db.prepare<[string], Row>(`${SELECT_INFO} WHERE s.key = ?`),
-      all: db.prepare<[], Row>(`${SELECT_INFO} ORDER BY s.key`),
-      idOnly: db.prepare<[string], { id: number; kind: number; parent_id: number | null }>('SELECT id, kind, parent_id FROM snapshots WHERE key = ?'),
-      exists: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM snapshots WHERE key = ?'),
-      chain: db.prepare<[number], { id: number }>(`
-        WITH RECURSIVE chain(id, parent_id, depth) AS (
-          SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
-          UNION ALL
-          SELECT s.id, s.parent_id, c.depth + 1 FROM snapshots s JOIN chain c ON s.id = c.parent_id
-        )
-        SELECT id FROM chain ORDER BY depth`),
-      insert: db.prepare<[string, number | null, number, string, number, number]>(
-        'INSERT INTO snapshots (key, parent_id, kind, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)'),
-      hasChild: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM snapshots WHERE parent_id = ? LIMIT 1'),
-      delete: db.prepare<[number]>('DELETE FROM snapshots WHERE id = ?'),
-      commit: db.prepare<[string, number, string, number, number, number, number, number]>(
-        'UPDATE snapshots SET key = ?, kind = ?, labels = ?, created_at = ?, updated_at = ?, size = ?, inodes = ? WHERE id = ?'),
-      setLabels: db.prepare<[string, number, number]>('UPDATE snapshots SET labels = ?, updated_at = ? WHERE id = ?'),
-      ids: db.prepare<[], { id: number; key: string; kind: number }>('SELECT id, key, kind FROM snapshots'),
-    };
+    const db = openSqlite(this.path);
+    db.exec(SCHEMA);
+    this.opened = { db, q: statements(db) };
+    return this.opened;
+  }
+
+  private get db(): SqliteDatabase {
+    return this.open().db;
+  }
+
+  private get q(): ReturnType<typeof statements> {
+    return this.open().q;
   }
 
   /** Runs `fn` in one immediate write transaction; nested calls join the outer one. */
@@ -288,6 +310,8 @@ export class MetaStore {
   /** Every stored id with its key and kind (orphan detection). */
   idMap(): Map<string, { key: string; kind: Kind }> {
     const out = new Map<string, { key: string; kind: Kind }>();
+    // Asked at boot (orphan cleanup): a database not created yet holds no snapshot.
+    if (!this.opened && !existsSync(this.path)) return out;
     for (const r of this.q.ids.iterate()) out.set(String(r.id), { key: r.key, kind: r.kind as Kind });
     return out;
   }
@@ -296,7 +320,7 @@ export class MetaStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.db.open) this.db.close();
+    if (this.opened?.db.open) this.opened.db.close();
   }
 
   get isClosed(): boolean {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -25,6 +25,25 @@ describe('snapshot storage (MetaStore)', () => {
   afterEach(() => {
     ms.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('creates a missing database on first use, and opens an existing one at once', () => {
+    const path = join(dir, 'metadata.db');
+    assert.equal(existsSync(path), false, 'nothing on disk before the first use');
+    assert.equal(ms.idMap().size, 0, 'no database: no snapshots, still nothing created');
+    assert.equal(existsSync(path), false);
+    ms.createSnapshot(Kind.Active, 'a', '');
+    assert.equal(existsSync(path), true);
+    const again = new MetaStore(path);
+    try {
+      assert.equal(again.getInfo('a').info.kind, Kind.Active);
+    } finally {
+      again.close();
+    }
+    // An existing file that is not a database fails at construction (the plugin's boot), not later.
+    const bad = join(dir, 'bad.db');
+    writeFileSync(bad, 'not a database, but long enough to have a header page of its own..............');
+    assert.throws(() => new MetaStore(bad), /not a database|file is not a database/);
   });
 
   it('creates, commits and chains snapshots, parents nearest first', () => {
