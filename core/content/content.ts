@@ -69,6 +69,11 @@ export interface ContentStore {
   delete(ctx: RequestContext, digest: string): Promise<void>;
   /** Streams `length` bytes (≤0: to the end) from `offset`; OUT_OF_RANGE past the end. */
   read(ctx: RequestContext, digest: string, offset?: number, length?: number): Promise<Readable>;
+  /**
+   * Optional: the same range's bytes at once, when the blob is small enough for a store to
+   * hold whole (a manifest, a config); undefined otherwise (then read()). Errors as read().
+   */
+  readBytes?(ctx: RequestContext, digest: string, offset?: number, length?: number): Promise<Buffer | undefined>;
   status(ctx: RequestContext, ref: string): Promise<IngestStatus>;
   /** Active ingests matching the filters (field: ref). */
   listStatuses(ctx: RequestContext, filters: readonly string[]): Promise<IngestStatus[]>;

@@ -30,10 +30,15 @@ export async function removeDirectories(paths: readonly string[], log?: Logger):
   if (!paths.length) return;
   // A container's writable layer is usually a handful of entries: removing those here costs
   // less than forking the daemon for `rm` (a few milliseconds of CPU per removal), and doing
-  // it synchronously less than a thread-pool round trip per entry.
+  // it synchronously less than a thread-pool round trip per entry. Requests that arrive in
+  // the meantime go between two trees (each ~0.5 ms of file-system calls on ext4), not after
+  // all of them: a collection after twenty removals would otherwise hold the next Prepare.
   if (await smallUnmountedTrees(paths)) {
     try {
-      for (const p of paths) removeTreeSync(p);
+      for (let i = 0; i < paths.length; i++) {
+        if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+        removeTreeSync(paths[i]!);
+      }
       return;
     } catch (err) {
       log?.debug('in-process removal failed; using rm -rf', { error: (err as Error).message });

@@ -196,18 +196,32 @@ export class LocalContentStore implements ContentStore {
   }
 
   async read(ctx: RequestContext, digest: string, offset = 0, length = 0): Promise<Readable> {
+    const r = await this.range(ctx, digest, offset, length);
+    if (r.n === 0) return Readable.from([]);
+    const small = await this.smallRange(digest, r);
+    if (small) return readableOf(small);
+    return createReadStream(this.blobPath(digest), { start: r.start, end: r.start + r.n - 1, highWaterMark: READ_CHUNK });
+  }
+
+  async readBytes(ctx: RequestContext, digest: string, offset = 0, length = 0): Promise<Buffer | undefined> {
+    const r = await this.range(ctx, digest, offset, length);
+    return r.n === 0 ? Buffer.alloc(0) : this.smallRange(digest, r);
+  }
+
+  /** Where a read of `length` bytes (≤0: to the end) from `offset` lies; OUT_OF_RANGE past the end. */
+  private async range(ctx: RequestContext, digest: string, offset: number, length: number) {
     const cached = this.cache.get(digest);
     const size = cached ? cached.length : (await this.info(ctx, digest)).size;
     const start = Math.max(0, offset);
     if (start > size) throw new OutOfRangeError(`read past object length ${size} bytes`);
     const n = length <= 0 || start + length > size ? size - start : length;
-    if (n === 0) return Readable.from([]);
-    if (cached) return readableOf(cached.subarray(start, start + n));
-    if (size <= CACHE_BLOB_MAX) {
-      const data = await this.readSmall(digest, size);
-      if (data) return readableOf(data.subarray(start, start + n));
-    }
-    return createReadStream(this.blobPath(digest), { start, end: start + n - 1, highWaterMark: READ_CHUNK });
+    return { cached, size, start, n };
+  }
+
+  /** The range's bytes if the blob is small enough to be read whole (and cached). */
+  private async smallRange(digest: string, r: { cached: Buffer | undefined; size: number; start: number; n: number }): Promise<Buffer | undefined> {
+    const data = r.cached ?? (r.size <= CACHE_BLOB_MAX ? await this.readSmall(digest, r.size) : undefined);
+    return data?.subarray(r.start, r.start + r.n);
   }
 
   /** A small blob's bytes, read whole and cached; undefined if it changed size meanwhile. */

@@ -207,6 +207,12 @@ export class SqliteContentStore implements ContentStore {
     return this.backend.read(ctx, digest, offset, length);
   }
 
+  async readBytes(ctx: RequestContext, digest: string, offset?: number, length?: number): Promise<Buffer | undefined> {
+    const ns = namespaceRequired(ctx);
+    if (!this.q.blob.get(ns, digest)) throw new NotFoundError(`content digest ${digest}`);
+    return this.backend.readBytes?.(ctx, digest, offset, length);
+  }
+
   // ---------------------------------------------------------------- ingests
 
   async status(ctx: RequestContext, ref: string): Promise<IngestStatus> {

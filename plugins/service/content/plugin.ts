@@ -21,6 +21,7 @@ export const contentServicePlugin = definePlugin<Record<string, never>, ContentS
       update: (c, digest, labels, paths) => store.update(c, digest, labels, paths),
       list: (c, filters) => store.list(c, filters),
       read: (c, digest, offset, length) => store.read(c, digest, offset, length),
+      readBytes: async (c, digest, offset, length) => store.readBytes?.(c, digest, offset, length),
       status: (c, ref) => store.status(c, ref),
       listStatuses: (c, filters) => store.listStatuses(c, filters),
       abort: (c, ref) => store.abort(c, ref),

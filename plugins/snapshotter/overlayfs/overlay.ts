@@ -16,6 +16,7 @@
  * docs/PERFORMANCE.md), and a Prepare that finds one ready only renames it.
  */
 import { chmodSync, lchownSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Logger } from '../../../core/log/logger.js';
 import type { Labels } from '../../../core/metadata/metadata.js';
@@ -52,7 +53,8 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
   private readonly overlayOptions: string[];
   /** Names (under snapshots/) of the directories made ahead of time; cleanup leaves them. */
   private readonly spares = new Set<string>();
-  private refill: NodeJS.Timeout | undefined;
+  /** The spare being made, if any (its name is not in `spares` yet). */
+  private refilling: Promise<void> | undefined;
   private closing = false;
 
   constructor(readonly root: string, private readonly opts: OverlayOptions = {}) {
@@ -146,36 +148,51 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
   }
 
   /**
-   * Makes spare directories one at a time, each on a timer of its own: requests already
-   * waiting run first, and the next one keeps its turn between two of them.
+   * Makes spare directories one at a time, with the thread pool's file calls: their cost is in
+   * the kernel, and there it runs beside the requests this thread goes on serving (a `ctr
+   * run` sends its next ones right after the Prepare).
    */
   private refillSoon(): void {
-    if (this.refill || this.closing || this.spares.size >= SPARE_DIRECTORIES) return;
-    this.refill = setTimeout(() => {
-      this.refill = undefined;
-      if (this.closing || this.spares.size >= SPARE_DIRECTORIES) return;
-      try {
-        this.spares.add(basename(this.prepareDirectory(Kind.Active, SPARE_PREFIX)));
-      } catch (err) {
+    if (this.refilling || this.closing || this.spares.size >= SPARE_DIRECTORIES) return;
+    this.refilling = this.makeSpare().then(
+      (name) => {
+        this.refilling = undefined;
+        this.spares.add(name);
+        this.refillSoon();
+      },
+      (err: unknown) => {
         // The next Prepare makes its directory itself, and reports what fails.
+        this.refilling = undefined;
         this.opts.log?.warn('cannot make a spare snapshot directory', { error: String(err) });
-        return;
+      },
+    );
+  }
+
+  /** An active snapshot's directories under a spare-* name, as prepareDirectory makes them. */
+  private async makeSpare(): Promise<string> {
+    const td = await mkdtemp(join(this.snapshotsDir, SPARE_PREFIX));
+    try {
+      for (const [sub, mode] of [['fs', 0o755], ['work', 0o711]] as const) {
+        await mkdir(join(td, sub));
+        await chmod(join(td, sub), mode);
       }
-      this.refillSoon();
-    }, 1);
-    this.refill.unref();
+    } catch (err) {
+      await rm(td, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
+    return basename(td);
   }
 
   override async close(): Promise<void> {
     this.closing = true;
-    if (this.refill) clearTimeout(this.refill);
+    await this.refilling;
     for (const name of this.spares) rmSync(join(this.snapshotsDir, name), { recursive: true, force: true });
     this.spares.clear();
     await super.close();
   }
 
-  private prepareDirectory(kind: Kind, prefix = 'new-'): string {
-    const td = mkdtempSync(join(this.snapshotsDir, prefix));
+  private prepareDirectory(kind: Kind): string {
+    const td = mkdtempSync(join(this.snapshotsDir, 'new-'));
     try {
       const fs = join(td, 'fs');
       mkdirSync(fs);
@@ -241,6 +258,8 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
 
   private cleanupDirectories(): string[] {
     const ids = this.ms.idMap();
-    return readdirSync(this.snapshotsDir).filter((d) => !ids.has(d) && !this.spares.has(d)).map((d) => join(this.snapshotsDir, d));
+    // Spares are no snapshot's; one still being made is not in `spares` yet.
+    const spare = (d: string) => this.spares.has(d) || (this.refilling !== undefined && d.startsWith(SPARE_PREFIX));
+    return readdirSync(this.snapshotsDir).filter((d) => !ids.has(d) && !spare(d)).map((d) => join(this.snapshotsDir, d));
   }
 }

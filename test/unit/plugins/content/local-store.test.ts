@@ -40,6 +40,23 @@ describe('local content store', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
+  test('readBytes: a small blob\'s range at once, nothing for a big one, read()\'s errors', async () => {
+    const small = randomBytes(1000);
+    const big = randomBytes(300 * 1024);
+    for (const [ref, data] of [['s', small], ['b', big]] as const) {
+      const w = await store.writer(ctx, { ref });
+      await w.write(data);
+      await w.commit(data.length, sha(data));
+    }
+    assert.ok((await store.readBytes(ctx, sha(small)))!.equals(small));
+    assert.ok((await store.readBytes(ctx, sha(small), 10, 20))!.equals(small.subarray(10, 30)));
+    assert.ok((await store.readBytes(ctx, sha(small), 990, 100))!.equals(small.subarray(990)), 'a length past the end stops at it');
+    assert.equal(await store.readBytes(ctx, sha(big)), undefined, 'too big to hold: read() streams it');
+    await rejectsWith(store.readBytes(ctx, sha(small), 1001), Code.OUT_OF_RANGE);
+    await rejectsWith(store.readBytes(ctx, sha(randomBytes(8))), Code.NOT_FOUND);
+    assert.ok((await readAll(await store.read(ctx, sha(big), 5, 100))).equals(big.subarray(5, 105)));
+  });
+
   test('writes, verifies and commits into blobs/<alg>/<hex>, read-only, ingest removed', async () => {
     const data = randomBytes(3 << 20);
     const w = await store.writer(ctx, { ref: 'r1', total: data.length });
