@@ -10,7 +10,7 @@
  * and renamed to the new id inside the transaction, so a crash leaves either nothing or an
  * orphaned directory that cleanup removes.
  *
- * The directories of the next active snapshots are made ahead of time, between requests:
+ * The directories of the next active snapshots are made ahead of time, beside the requests:
  * creating inodes is the slowest part of a Prepare here (on ext4 a new inode is searched for
  * past the ones freed in the last minutes, which a busy snapshotter always has; see
  * docs/PERFORMANCE.md), and a Prepare that finds one ready only renames it.
@@ -41,6 +41,13 @@ export interface OverlayOptions {
   userxattr?: boolean;
   log?: Logger;
 }
+
+/**
+ * The directories in a new snapshot's, with their modes: `fs`, and overlay's `work` for an
+ * active one. Modes are set explicitly: the result must not depend on the daemon's umask.
+ */
+const layoutOf = (kind: Kind): readonly (readonly [string, number])[] =>
+  kind === Kind.Active ? [['fs', 0o755], ['work', 0o711]] : [['fs', 0o755]];
 
 /** How many active-snapshot directories are kept ready (see the header), and their names. */
 const SPARE_DIRECTORIES = 2;
@@ -172,7 +179,7 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
   private async makeSpare(): Promise<string> {
     const td = await mkdtemp(join(this.snapshotsDir, SPARE_PREFIX));
     try {
-      for (const [sub, mode] of [['fs', 0o755], ['work', 0o711]] as const) {
+      for (const [sub, mode] of layoutOf(Kind.Active)) {
         await mkdir(join(td, sub));
         await chmod(join(td, sub), mode);
       }
@@ -194,14 +201,9 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
   private prepareDirectory(kind: Kind): string {
     const td = mkdtempSync(join(this.snapshotsDir, 'new-'));
     try {
-      const fs = join(td, 'fs');
-      mkdirSync(fs);
-      // Explicit chmod: the result must not depend on the daemon's umask.
-      chmodSync(fs, 0o755);
-      if (kind === Kind.Active) {
-        const work = join(td, 'work');
-        mkdirSync(work);
-        chmodSync(work, 0o711);
+      for (const [sub, mode] of layoutOf(kind)) {
+        mkdirSync(join(td, sub));
+        chmodSync(join(td, sub), mode);
       }
       return td;
     } catch (err) {
@@ -209,6 +211,7 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
       throw err;
     }
   }
+
 
   protected mountsOf(s: StoredSnapshot): Mount[] {
     if (s.parentIds.length === 0) {
