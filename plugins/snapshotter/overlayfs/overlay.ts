@@ -141,6 +141,10 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
       } catch (err) {
         rmSync(td, { recursive: true, force: true });
         throw err;
+      } finally {
+        // Only now: a spare's mkdir holds the snapshots directory's lock for as long as the
+        // kernel looks for a free inode, which the rename above would have waited for.
+        if (kind === Kind.Active) this.refillSoon();
       }
     });
   }
@@ -149,15 +153,15 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
   private takeDirectory(kind: Kind): string {
     if (kind !== Kind.Active) return this.prepareDirectory(kind);
     const [spare] = this.spares;
-    if (spare !== undefined) this.spares.delete(spare);
-    this.refillSoon();
-    return spare !== undefined ? join(this.snapshotsDir, spare) : this.prepareDirectory(kind);
+    if (spare === undefined) return this.prepareDirectory(kind);
+    this.spares.delete(spare);
+    return join(this.snapshotsDir, spare);
   }
 
   /**
    * Makes spare directories one at a time, with the thread pool's file calls: their cost is in
    * the kernel, and there it runs beside the requests this thread goes on serving (a `ctr
-   * run` sends its next ones right after the Prepare).
+   * run` sends its next ones right after the Prepare). Called once a Prepare is done.
    */
   private refillSoon(): void {
     if (this.refilling || this.closing || this.spares.size >= SPARE_DIRECTORIES) return;
