@@ -52,9 +52,14 @@ export class RunningDigest {
    */
   written(data: Uint8Array, position: number): void {
     if (position !== this.bytes) throw new Error(`ingest digest: write at ${position} after ${this.bytes} bytes`);
-    if (!this.hash) throw new Error(`ingest digest of ${this.file} is not available (restart failed)`);
-    this.hash.update(data);
+    this.state().update(data);
     this.bytes += data.length;
+  }
+
+  /** The hash state; none after a restart that failed to read the file back. */
+  private state(): Hash {
+    if (!this.hash) throw new Error(`ingest digest of ${this.file} is not available (restart failed)`);
+    return this.hash;
   }
 
   /** Starts over from the first `length` bytes of the file (0 after a truncate). */
@@ -66,9 +71,7 @@ export class RunningDigest {
 
   /** `sha256:<hex>` of every byte written so far. */
   async digest(): Promise<string> {
-    // No state: a restart that failed to read the file back.
-    if (!this.hash) throw new Error(`ingest digest of ${this.file} is not available (restart failed)`);
     // Digesting a copy keeps the running state for further writes.
-    return `sha256:${this.hash.copy().digest('hex')}`;
+    return `sha256:${this.state().copy().digest('hex')}`;
   }
 }

@@ -76,8 +76,9 @@ export const contentGrpcPlugin = definePlugin<Record<string, never>, GrpcPlugin>
             const size = req.size <= 0 || offset + req.size > info.size ? info.size - offset : req.size;
             if (size === 0) return;
             // A small blob in one piece: its answer and the status then leave in one write,
-            // where a stream's end comes a tick after its data (and so in a second one).
-            const bytes = await store.readBytes?.(c, req.digest, offset, size);
+            // where a stream's end comes a tick after its data (and so in a second one). Only
+            // asked for what fits one answer: a bigger read streams without a lookup in vain.
+            const bytes = size <= READ_CHUNK ? await store.readBytes?.(c, req.digest, offset, size) : undefined;
             if (bytes) {
               await send({ offset: 0, data: bytes });
               return;
