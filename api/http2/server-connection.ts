@@ -33,10 +33,10 @@ export interface ServerConnectionOptions {
 }
 
 const EMPTY = Buffer.alloc(0);
-/** Longest a PING acknowledgement waits for other frames to travel with (see acknowledgePing). */
-const PING_ACK_DELAY_MS = 5;
+/** Longest an acknowledgement waits for other frames to travel with (see holdAck). */
+const ACK_DELAY_MS = 5;
 /** Acknowledgements held back at most; a client pinging faster gets them at once. */
-const MAX_DEFERRED_PING_ACKS = 4;
+const MAX_HELD_ACKS = 4;
 const joined = (parts: Buffer[]) => (parts.length === 0 ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts));
 
 class ConnectionError extends Error {
@@ -64,8 +64,8 @@ export class ServerConnection {
   private connConsumed = 0;
   private blocked = new Set<ServerStream>();
   private outq: Buffer[] = [];
-  private pingAcks: Buffer[] = [];
-  private pingAckTimer: NodeJS.Timeout | undefined;
+  private heldAcks: Buffer[] = [];
+  private heldAckTimer: NodeJS.Timeout | undefined;
   private outBytes = 0;
   private readonly maxHeaderListSize: number;
   /** Called once the connection is gone. */
@@ -234,7 +234,7 @@ export class ServerConnection {
         return this.onSettings(streamId, flags, payload);
       case FrameType.PING:
         if (payload.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'PING of wrong length');
-        if (!(flags & Flag.ACK)) this.acknowledgePing(payload);
+        if (!(flags & Flag.ACK)) this.holdAck(frame(FrameType.PING, Flag.ACK, 0, payload));
         return;
       case FrameType.GOAWAY:
         // The client will open no more streams; the open ones finish as usual.
@@ -319,7 +319,7 @@ export class ServerConnection {
       }
       // HEADER_TABLE_SIZE needs nothing: the encoder never uses the peer's dynamic table.
     }
-    this.write(frame(FrameType.SETTINGS, Flag.ACK, 0));
+    this.holdAck(frame(FrameType.SETTINGS, Flag.ACK, 0));
     this.flushBlocked();
   }
 
@@ -465,32 +465,35 @@ export class ServerConnection {
   }
 
   /**
-   * A PING's acknowledgement rides along with the next frames this connection sends, or
-   * leaves on its own after PING_ACK_DELAY_MS. gRPC clients ping after every response they
-   * receive (to estimate the bandwidth-delay product), and an acknowledgement written on its
-   * own is one more system call and, more costly, one more wake-up of the client per call.
-   * RFC 9113 asks that an acknowledgement be sent, with priority over other frames (it goes
-   * first), not that it be sent alone; the delay only makes the client's estimate of the
-   * round trip longer, which can only make it grant larger windows.
+   * An acknowledgement (of a PING or of the client's SETTINGS) rides along with the next
+   * frames this connection sends, or leaves on its own after ACK_DELAY_MS. gRPC clients ping
+   * after every response they receive (to estimate the bandwidth-delay product), and a Go
+   * client's SETTINGS arrive just before its first request; an acknowledgement written on
+   * its own is one more system call and, more costly, one more wake-up of the client (for a
+   * `ctr` command, one per connection and one per call). RFC 9113 asks that acknowledgements
+   * be sent promptly, ahead of other frames (they go first), not that they be sent alone; the
+   * settings are applied before the acknowledgement is queued, so every frame sent after it
+   * already follows them. The delay only makes a client's estimate of the round trip longer,
+   * which can only make it grant larger windows.
    */
-  private acknowledgePing(payload: Buffer): void {
-    this.pingAcks.push(frame(FrameType.PING, Flag.ACK, 0, payload));
-    if (this.pingAcks.length >= MAX_DEFERRED_PING_ACKS) this.sendPingAcks();
-    else this.pingAckTimer ??= setTimeout(this.sendPingAcks, PING_ACK_DELAY_MS);
+  private holdAck(ack: Buffer): void {
+    this.heldAcks.push(ack);
+    if (this.heldAcks.length >= MAX_HELD_ACKS) this.sendHeldAcks();
+    else this.heldAckTimer ??= setTimeout(this.sendHeldAcks, ACK_DELAY_MS);
   }
 
-  private readonly sendPingAcks = (): void => {
-    if (this.pingAckTimer) clearTimeout(this.pingAckTimer);
-    this.pingAckTimer = undefined;
-    const acks = this.pingAcks;
+  private readonly sendHeldAcks = (): void => {
+    if (this.heldAckTimer) clearTimeout(this.heldAckTimer);
+    this.heldAckTimer = undefined;
+    const acks = this.heldAcks;
     if (!acks.length) return;
-    this.pingAcks = [];
+    this.heldAcks = [];
     for (const ack of acks) this.write(ack);
   };
 
   private write(buf: Buffer): void {
     if (this.closedConnection) return;
-    if (this.pingAcks.length) this.sendPingAcks();
+    if (this.heldAcks.length) this.sendHeldAcks();
     // At the end of this tick. (Waiting for the end of the event loop's turn, which would
     // also join a streamed read's data and trailers, made every ctr run ~10 ms slower: a
     // response then waits for everything else the turn has to do.)
@@ -538,7 +541,7 @@ export class ServerConnection {
   private teardown(): void {
     if (this.closedConnection) return;
     this.closedConnection = true;
-    if (this.pingAckTimer) clearTimeout(this.pingAckTimer);
+    if (this.heldAckTimer) clearTimeout(this.heldAckTimer);
     for (const s of [...this.streams.values()]) this.closeStream(s, true);
     this.onclose?.();
   }

@@ -13,6 +13,7 @@ import { isGrpcPlugin } from './grpc-adapter.js';
 import { listenGrpc, type RunningServer } from './grpc-server.js';
 import { isTtrpcPlugin } from './ttrpc-plugin.js';
 import { startMemoryTrimmer } from './memory.js';
+import { lockRoot } from './root-lock.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
 export interface DaemonOptions {
@@ -37,6 +38,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   if (cfg.temp) process.env.TMPDIR = cfg.temp;
   mkdirSync(cfg.root, { recursive: true, mode: 0o711 });
   mkdirSync(cfg.state, { recursive: true, mode: 0o711 });
+  // Before any plugin starts: a plugin's boot-time cleanup must never run on another
+  // daemon's root, and a daemon already answering on the socket ends this boot here.
+  const rootLock = lockRoot(cfg.root);
+  try {
+    for (const path of [cfg.grpc.address, ttrpcAddress(cfg)].map(socketPath)) await prepareSocketPath(path);
+  } catch (err) {
+    rootLock.release();
+    throw err;
+  }
 
   const kernel = new Kernel(opts.registrations, {
     root: cfg.root,
@@ -55,6 +65,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     await kernel.boot();
   } catch (err) {
     await kernel.stop();
+    rootLock.release();
     throw err;
   }
 
@@ -75,6 +86,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   } catch (err) {
     await Promise.all(servers.map((s) => s.close()));
     await kernel.stop();
+    rootLock.release();
     throw err;
   }
   log.info(`berthd successfully booted in ${(performance.now() / 1000).toFixed(3)}s`, { address: cfg.grpc.address });
@@ -88,6 +100,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       log.info('stopping berthd');
       await Promise.all(servers.map((s) => s.close()));
       await kernel.stop();
+      rootLock.release();
       log.info('berthd stopped');
     })()),
   };

@@ -28,6 +28,7 @@ interface Libc {
   syscall: Fn;
   ioctl: Fn;
   sysconf: Fn;
+  flock: Fn;
   /** `int *` out-parameter type for prctl(PR_GET_*). */
   intOut: unknown;
 }
@@ -96,6 +97,7 @@ function load(): Libc {
     syscall: fn('long syscall(long number, ...)'),
     ioctl: fn('int ioctl(int fd, unsigned long request, ...)'),
     sysconf: fn('long sysconf(int name)'),
+    flock: fn('int flock(int fd, int operation)'),
     intOut: koffi.out(koffi.pointer('int')),
   };
   return libc;
@@ -189,6 +191,19 @@ export function ioctl(fd: number, request: number, arg: number | Buffer = 0, pat
   return typeof arg === 'number'
     ? check((l) => l.ioctl(fd, request, 'unsigned long', arg), 'ioctl', path)
     : check((l) => l.ioctl(fd, request, 'void *', arg), 'ioctl', path);
+}
+
+/** flock(2) operations. */
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+
+/**
+ * flock(2): an advisory lock on the open file behind `fd`, released when every descriptor
+ * sharing that open file is closed (so also when the process dies). With LOCK_NB a held lock
+ * fails at once with EWOULDBLOCK (named EAGAIN, the same number) instead of waiting.
+ */
+export function flock(fd: number, operation: number, path?: string): void {
+  check((l) => l.flock(fd, operation), 'flock', path);
 }
 
 const SC_PAGESIZE = 30;

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { berth, BERTHD, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
@@ -139,6 +139,29 @@ test('a live socket is refused, a stale one is replaced, SIGTERM removes the soc
   assert.equal(await exited, 0);
   assert.equal(existsSync(stale), false, 'socket removed on SIGTERM');
   assert.match(log, /berthd stopped/);
+});
+
+test('a second daemon on a live root is refused before any plugin runs, and the first is untouched', async () => {
+  // The first daemon's Prepare leaves overlayfs's spare directories behind it: debris to a
+  // second daemon's boot-time cleanup, had it got that far.
+  const ns = ['-n', 'lockcheck'];
+  assert.equal((await ctr(d.address, [...ns, 'snapshots', 'prepare', 'held'])).code, 0);
+  const snapshots = join(d.root, 'io.containerd.snapshotter.v1.overlayfs', 'snapshots');
+  const before = readdirSync(snapshots).sort();
+  const dir = tempDir('berth-lock-');
+  const r = await runCommand(process.execPath, [BERTHD, '--root', d.root, '--state', join(dir, 's'), '--address', join(dir, 'other.sock'), '--log-level', 'debug']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`root ${d.root} is in use by another berthd \\(pid \\d+\\): ${join(d.root, 'berthd.lock')} is locked`));
+  assert.doesNotMatch(r.stderr, /loading plugin/);
+  assert.deepEqual(readdirSync(snapshots).sort(), before);
+  assert.equal((await ctr(d.address, [...ns, 'snapshots', 'rm', 'held'])).code, 0);
+
+  // The same socket with another root: refused before any plugin runs as well.
+  const r2 = await runCommand(process.execPath, [BERTHD, '--root', join(dir, 'r'), '--state', join(dir, 's'), '--address', d.address, '--log-level', 'debug']);
+  assert.equal(r2.code, 1);
+  assert.match(r2.stderr, /another daemon is already serving on this socket/);
+  assert.doesNotMatch(r2.stderr, /loading plugin/);
+  assert.equal((await ctr(d.address, ['version'])).code, 0);
 });
 
 test('bad config exits non-zero with file and position', async () => {
