@@ -13,7 +13,7 @@ import { isGrpcPlugin } from './grpc-adapter.js';
 import { listenGrpc, type RunningServer } from './grpc-server.js';
 import { isTtrpcPlugin } from './ttrpc-plugin.js';
 import { startMemoryTrimmer } from './memory.js';
-import { lockRoot } from './root-lock.js';
+import { lockDaemonDirectory, type DirectoryLock } from './daemon-lock.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
 export interface DaemonOptions {
@@ -40,11 +40,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   mkdirSync(cfg.state, { recursive: true, mode: 0o711 });
   // Before any plugin starts: a plugin's boot-time cleanup must never run on another
   // daemon's root, and a daemon already answering on the socket ends this boot here.
-  const rootLock = lockRoot(cfg.root);
+  const locks: DirectoryLock[] = [];
+  const releaseLocks = () => { for (const l of locks.splice(0)) l.release(); };
   try {
+    locks.push(lockDaemonDirectory('root', cfg.root));
+    if (cfg.state !== cfg.root) locks.push(lockDaemonDirectory('state', cfg.state));
     for (const path of [cfg.grpc.address, ttrpcAddress(cfg)].map(socketPath)) await prepareSocketPath(path);
   } catch (err) {
-    rootLock.release();
+    releaseLocks();
     throw err;
   }
 
@@ -65,7 +68,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     await kernel.boot();
   } catch (err) {
     await kernel.stop();
-    rootLock.release();
+    releaseLocks();
     throw err;
   }
 
@@ -86,7 +89,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   } catch (err) {
     await Promise.all(servers.map((s) => s.close()));
     await kernel.stop();
-    rootLock.release();
+    releaseLocks();
     throw err;
   }
   log.info(`berthd successfully booted in ${(performance.now() / 1000).toFixed(3)}s`, { address: cfg.grpc.address });
@@ -100,7 +103,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       log.info('stopping berthd');
       await Promise.all(servers.map((s) => s.close()));
       await kernel.stop();
-      rootLock.release();
+      releaseLocks();
       log.info('berthd stopped');
     })()),
   };
