@@ -9,9 +9,10 @@
  * killed with SIGKILL leaves nothing to clean up, and the file names the pid of the daemon
  * holding it.
  */
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
-import { FailedPreconditionError } from '../errdefs/errdefs.js';
+import { closeSync, constants, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { FailedPreconditionError, InvalidArgumentError } from '../errdefs/errdefs.js';
+import { goErrnoText } from '../sys/errno.js';
 import { flock, LOCK_EX, LOCK_NB } from '../sys/syscalls.js';
 
 export const DAEMON_LOCK_FILE = 'berthd.lock';
@@ -19,6 +20,26 @@ export const DAEMON_LOCK_FILE = 'berthd.lock';
 export interface DirectoryLock {
   readonly path: string;
   release(): void;
+}
+
+/**
+ * Creates the daemon's `root` or `state` directory (mode 0711) if need be, and takes its lock.
+ * A path that cannot be the directory fails naming it and why.
+ */
+export function claimDaemonDirectory(what: 'root' | 'state', dir: string): DirectoryLock {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+  } catch (err) {
+    if (existsSync(dir) && !statSync(dir).isDirectory()) throw new InvalidArgumentError(`${what} ${dir} is not a directory`);
+    // A recursive mkdir reports some failures as ENOENT (a read-only file system, for one);
+    // a plain mkdir of the first missing directory names the real cause.
+    let cause = err as NodeJS.ErrnoException;
+    let missing = dir;
+    while (dirname(missing) !== missing && !existsSync(dirname(missing))) missing = dirname(missing);
+    try { mkdirSync(missing, { mode: 0o711 }); } catch (direct) { cause = direct as NodeJS.ErrnoException; }
+    throw new InvalidArgumentError(`${what} ${dir} cannot be created: ${goErrnoText(cause)}`);
+  }
+  return lockDaemonDirectory(what, dir);
 }
 
 /**

@@ -2,7 +2,7 @@
  * The daemon lifecycle: config → logger → kernel boot → gRPC and ttrpc listeners → wait for
  * a signal → stop accepting → close plugins in reverse order → remove the sockets.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { DaemonConfig } from '../config/config.js';
 import { ttrpcAddress } from '../config/config.js';
 import { EventExchange } from '../events/exchange.js';
@@ -13,7 +13,7 @@ import { isGrpcPlugin } from './grpc-adapter.js';
 import { listenGrpc, type RunningServer } from './grpc-server.js';
 import { isTtrpcPlugin } from './ttrpc-plugin.js';
 import { startMemoryTrimmer } from './memory.js';
-import { lockDaemonDirectory, type DirectoryLock } from './daemon-lock.js';
+import { claimDaemonDirectory, type DirectoryLock } from './daemon-lock.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
 export interface DaemonOptions {
@@ -36,15 +36,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const log = createLogger({ level: cfg.debug.level, format: cfg.debug.format });
   for (const w of opts.warnings) log.warn(w);
   if (cfg.temp) process.env.TMPDIR = cfg.temp;
-  mkdirSync(cfg.root, { recursive: true, mode: 0o711 });
-  mkdirSync(cfg.state, { recursive: true, mode: 0o711 });
   // Before any plugin starts: a plugin's boot-time cleanup must never run on another
   // daemon's root, and a daemon already answering on the socket ends this boot here.
   const locks: DirectoryLock[] = [];
   const releaseLocks = () => { for (const l of locks.splice(0)) l.release(); };
   try {
-    locks.push(lockDaemonDirectory('root', cfg.root));
-    if (cfg.state !== cfg.root) locks.push(lockDaemonDirectory('state', cfg.state));
+    locks.push(claimDaemonDirectory('root', cfg.root));
+    if (cfg.state !== cfg.root) locks.push(claimDaemonDirectory('state', cfg.state));
     for (const path of [cfg.grpc.address, ttrpcAddress(cfg)].map(socketPath)) await prepareSocketPath(path);
   } catch (err) {
     releaseLocks();

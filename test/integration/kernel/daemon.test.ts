@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { berth, BERTHD, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
@@ -169,6 +169,31 @@ test('a second daemon on a live root or state is refused before any plugin runs,
   assert.match(r2.stderr, /another daemon is already serving on this socket/);
   assert.doesNotMatch(r2.stderr, /loading plugin/);
   assert.equal((await ctr(d.address, ['version'])).code, 0);
+});
+
+test('a root or state that cannot be a directory is named with the reason', async () => {
+  const dir = tempDir('berth-dirs-');
+  const file = join(dir, 'file');
+  writeFileSync(file, '');
+  const run = (root: string, state: string) =>
+    runCommand(process.execPath, [BERTHD, '--root', root, '--state', state, '--address', join(dir, 's.sock')]);
+  let r = await run(file, join(dir, 's'));
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.trim(), `berthd: root ${file} is not a directory: invalid argument`);
+  r = await run(join(dir, 'r'), join(file, 'state'));
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.trim(), `berthd: state ${join(file, 'state')} cannot be created: not a directory: invalid argument`);
+  // Below a read-only mount, some levels down (a recursive mkdir would say ENOENT).
+  const ro = join(dir, 'ro');
+  mkdirSync(ro);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro]);
+  try {
+    r = await run(join(ro, 'a', 'b'), join(dir, 's'));
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim(), `berthd: root ${join(ro, 'a', 'b')} cannot be created: read-only file system: invalid argument`);
+  } finally {
+    execFileSync('umount', [ro]);
+  }
 });
 
 test('bad config exits non-zero with file and position', async () => {
