@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { mountAll, unmount } from '../../../core/mount/index.js';
+import { MNT_DETACH, mountAll, unmount, unmountAll } from '../../../core/mount/index.js';
 import { openLibc } from '../../../core/sys/syscalls.js';
 
 type Koffi = typeof import('koffi');
@@ -87,7 +87,11 @@ export async function probeOverlayMount(dir: string, extraOptions: readonly stri
   }
 }
 
-/** Removes probe directories an earlier run left below `dir` (it stopped before removing them). */
+/**
+ * Removes probe directories an earlier run left below `dir` (it stopped before removing them,
+ * possibly with the probe's overlay still mounted: killed between mount and unmount). In the
+ * background, like the probe's own removal; a mount it cannot take off keeps its directory.
+ */
 export function removeStaleProbes(dir: string): void {
   let names: string[];
   try {
@@ -96,7 +100,11 @@ export function removeStaleProbes(dir: string): void {
     return;
   }
   for (const name of names) {
-    if (name.startsWith(PROBE_PREFIX)) rm(join(dir, name), { recursive: true, force: true }).catch(() => undefined);
+    if (!name.startsWith(PROBE_PREFIX)) continue;
+    const probe = join(dir, name);
+    unmountAll(probe, MNT_DETACH)
+      .then(() => rm(probe, { recursive: true, force: true }))
+      .catch(() => undefined);
   }
 }
 

@@ -1,11 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { snapshotterSuite } from '../../../../core/snapshots/testsuite.js';
 import { OverlaySnapshotter } from '../../../../plugins/snapshotter/overlayfs/overlay.js';
-import { supportsIndex } from '../../../../plugins/snapshotter/overlayfs/support.js';
+import { probeOverlayMount, removeStaleProbes, supportsIndex } from '../../../../plugins/snapshotter/overlayfs/support.js';
+import { mountAll } from '../../../../core/mount/index.js';
 
 snapshotterSuite('overlayfs', async (root) => new OverlaySnapshotter(root, { indexOff: supportsIndex(), asyncRemove: true }));
 snapshotterSuite('overlayfs-sync-remove', async (root) => new OverlaySnapshotter(root, { indexOff: supportsIndex() }), { chainLength: 10 });
@@ -40,6 +41,29 @@ describe('overlayfs spare directories', () => {
     rmSync(root, { recursive: true, force: true });
   });
 });
+
+describe('overlayfs support probe', () => {
+  it('removes the probe a killed daemon left, its overlay still mounted', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'berth-probe-'));
+    try {
+      // What a daemon killed between the probe's mount and its unmount leaves behind.
+      const probe = join(root, 'overlay-check-Left1');
+      for (const d of ['lower1', 'lower2', 'upper', 'work', 'merged']) mkdirSync(join(probe, d), { recursive: true });
+      const merged = join(probe, 'merged');
+      await mountAll([{ type: 'overlay', source: 'overlay', options: [`lowerdir=${join(probe, 'lower2')}:${join(probe, 'lower1')}`, `upperdir=${join(probe, 'upper')}`, `workdir=${join(probe, 'work')}`] }], merged);
+      assert.ok(mounted(merged));
+      removeStaleProbes(root);
+      await waitFor(() => !existsSync(probe));
+      assert.equal(mounted(merged), false);
+      await probeOverlayMount(root);
+      await waitFor(() => readdirSync(root).length === 0);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+const mounted = (path: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === path);
 
 async function waitFor(ok: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
