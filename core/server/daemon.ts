@@ -3,6 +3,7 @@
  * a signal → stop accepting → close plugins in reverse order → remove the sockets.
  */
 import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { DaemonConfig } from '../config/config.js';
 import { ttrpcAddress } from '../config/config.js';
 import { EventExchange } from '../events/exchange.js';
@@ -32,7 +33,7 @@ export interface RunningDaemon {
 }
 
 export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
-  const cfg = opts.config;
+  const cfg = withAbsolutePaths(opts.config);
   const log = createLogger({ level: cfg.debug.level, format: cfg.debug.format });
   for (const w of opts.warnings) log.warn(w);
   if (cfg.temp) process.env.TMPDIR = cfg.temp;
@@ -104,6 +105,23 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       releaseLocks();
       log.info('berthd stopped');
     })()),
+  };
+}
+
+/**
+ * The daemon's directories and sockets as absolute paths: they are handed to processes that
+ * run elsewhere (a shim's working directory is its bundle; it dials the daemon's ttrpc socket
+ * and writes below the state directory), so a relative `--root rel/dir` must mean the
+ * directory it meant where berthd was started.
+ */
+function withAbsolutePaths(cfg: DaemonConfig): DaemonConfig {
+  const absoluteAddress = (address: string) => (address ? resolve(socketPath(address)) : address);
+  return {
+    ...cfg,
+    root: resolve(cfg.root),
+    state: resolve(cfg.state),
+    grpc: { ...cfg.grpc, address: absoluteAddress(cfg.grpc.address) },
+    ttrpc: { ...cfg.ttrpc, address: absoluteAddress(cfg.ttrpc.address) },
   };
 }
 

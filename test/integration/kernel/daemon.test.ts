@@ -10,6 +10,7 @@ import { VersionDefinition } from '../../../api/gen/services/version/v1/version.
 import { HealthDefinition } from '../../../api/gen/grpc/health/v1/health.js';
 import { isFailedPrecondition, isAlreadyExists, isInvalidArgument } from '../../../core/errdefs/errdefs.js';
 import { tempDir } from '../../helpers/tmp.js';
+import { busyboxRootfs } from '../../helpers/fixtures.js';
 
 let d: TestDaemon;
 before(async () => { d = await startDaemon(); });
@@ -169,6 +170,26 @@ test('a second daemon on a live root or state is refused before any plugin runs,
   assert.match(r2.stderr, /another daemon is already serving on this socket/);
   assert.doesNotMatch(r2.stderr, /loading plugin/);
   assert.equal((await ctr(d.address, ['version'])).code, 0);
+});
+
+test('relative root, state and socket mean the directories where berthd started; a container runs', async () => {
+  // The shim works in its bundle directory: relative paths handed to it used to point nowhere.
+  const dir = tempDir('berth-rel-');
+  const child = spawn(process.execPath, [BERTHD, '--root', 'r', '--state', 's', '--address', 'b.sock'], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr.on('data', (b) => (log += b));
+  try {
+    for (let i = 0; i < 200 && !/successfully booted/.test(log); i++) await new Promise((res) => setTimeout(res, 25));
+    assert.match(log, new RegExp(`successfully booted.*address=${join(dir, 'b.sock')}`));
+    assert.ok(existsSync(join(dir, 'r', 'berthd.lock')) && existsSync(join(dir, 's', 'berthd.lock')));
+    const r = await ctr(join(dir, 'b.sock'), ['run', '--rm', '--rootfs', busyboxRootfs(), 'rel1', '/bin/echo', 'relative'], { namespace: 'rel' });
+    assert.equal(r.stderr, '');
+    assert.equal(r.stdout.trim(), 'relative');
+  } finally {
+    const exited = new Promise((res) => child.once('exit', res));
+    child.kill('SIGTERM');
+    await exited;
+  }
 });
 
 test('a root or state that cannot be a directory is named with the reason', async () => {
