@@ -9,10 +9,10 @@
  * killed with SIGKILL leaves nothing to clean up, and the file names the pid of the daemon
  * holding it.
  */
-import { closeSync, constants, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errdefs/errdefs.js';
-import { goErrnoText } from '../sys/errno.js';
+import { makeDirectories } from '../sys/mkdir.js';
 import { flock, LOCK_EX, LOCK_NB } from '../sys/syscalls.js';
 
 export const DAEMON_LOCK_FILE = 'berthd.lock';
@@ -28,16 +28,9 @@ export interface DirectoryLock {
  */
 export function claimDaemonDirectory(what: 'root' | 'state', dir: string): DirectoryLock {
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    makeDirectories(dir, 0o711);
   } catch (err) {
-    if (existsSync(dir) && !statSync(dir).isDirectory()) throw new InvalidArgumentError(`${what} ${dir} is not a directory`);
-    // A recursive mkdir reports some failures as ENOENT (a read-only file system, for one);
-    // a plain mkdir of the first missing directory names the real cause.
-    let cause = err as NodeJS.ErrnoException;
-    let missing = dir;
-    while (dirname(missing) !== missing && !existsSync(dirname(missing))) missing = dirname(missing);
-    try { mkdirSync(missing, { mode: 0o711 }); } catch (direct) { cause = direct as NodeJS.ErrnoException; }
-    throw new InvalidArgumentError(`${what} ${dir} cannot be created: ${goErrnoText(cause)}`);
+    throw new InvalidArgumentError(`${what} ${dir}: ${(err as Error).message}`);
   }
   return lockDaemonDirectory(what, dir);
 }

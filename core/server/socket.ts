@@ -3,10 +3,11 @@
  * by a crashed daemon is replaced, but a live one (another daemon answering on it) is an
  * error rather than silently stolen.
  */
-import { chmodSync, chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { FailedPreconditionError } from '../errdefs/errdefs.js';
+import { FailedPreconditionError, InvalidArgumentError } from '../errdefs/errdefs.js';
+import { makeDirectories } from '../sys/mkdir.js';
 
 /** Resolves true when something accepts connections on the socket path. */
 export function socketIsLive(path: string, timeoutMs = 500): Promise<boolean> {
@@ -18,10 +19,18 @@ export function socketIsLive(path: string, timeoutMs = 500): Promise<boolean> {
   });
 }
 
-/** Makes `path` free to bind: creates its directory, removes a stale socket, refuses a live one. */
+/**
+ * Makes `path` free to bind: creates its directory, removes a stale socket (or any other file
+ * in the way, as containerd unlinks it), refuses a live one and a directory.
+ */
 export async function prepareSocketPath(path: string): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o711 });
+  try {
+    makeDirectories(dirname(path), 0o711);
+  } catch (err) {
+    throw new InvalidArgumentError(`socket ${path}: ${(err as Error).message}`);
+  }
   if (!existsSync(path)) return;
+  if (statSync(path).isDirectory()) throw new InvalidArgumentError(`socket ${path} is a directory`);
   if (await socketIsLive(path)) {
     throw new FailedPreconditionError(`${path}: another daemon is already serving on this socket`);
   }

@@ -192,26 +192,27 @@ test('relative root, state and socket mean the directories where berthd started;
   }
 });
 
-test('a root or state that cannot be a directory is named with the reason', async () => {
+test('a root, state or socket that cannot be made is named with the reason', async () => {
   const dir = tempDir('berth-dirs-');
   const file = join(dir, 'file');
   writeFileSync(file, '');
-  const run = (root: string, state: string) =>
-    runCommand(process.execPath, [BERTHD, '--root', root, '--state', state, '--address', join(dir, 's.sock')]);
-  let r = await run(file, join(dir, 's'));
-  assert.equal(r.code, 1);
-  assert.equal(r.stderr.trim(), `berthd: root ${file} is not a directory: invalid argument`);
-  r = await run(join(dir, 'r'), join(file, 'state'));
-  assert.equal(r.code, 1);
-  assert.equal(r.stderr.trim(), `berthd: state ${join(file, 'state')} cannot be created: not a directory: invalid argument`);
+  const run = (root: string, state: string, address = join(dir, 's.sock')) =>
+    runCommand(process.execPath, [BERTHD, '--root', root, '--state', state, '--address', address]);
+  const refused = async (r: Promise<{ code: number; stderr: string }>, message: string) => {
+    const { code, stderr } = await r;
+    assert.equal(code, 1);
+    assert.equal(stderr.trim(), `berthd: ${message}: invalid argument`);
+  };
+  await refused(run(file, join(dir, 's')), `root ${file}: ${file} is not a directory`);
+  await refused(run(join(dir, 'r'), join(file, 'a', 'b')), `state ${join(file, 'a', 'b')}: ${file} is not a directory`);
+  await refused(run(join(dir, 'r'), join(dir, 's'), join(file, 'x.sock')), `socket ${join(file, 'x.sock')}: ${file} is not a directory`);
+  await refused(run(join(dir, 'r'), join(dir, 's'), dir), `socket ${dir} is a directory`);
   // Below a read-only mount, some levels down (a recursive mkdir would say ENOENT).
   const ro = join(dir, 'ro');
   mkdirSync(ro);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', ro]);
   try {
-    r = await run(join(ro, 'a', 'b'), join(dir, 's'));
-    assert.equal(r.code, 1);
-    assert.equal(r.stderr.trim(), `berthd: root ${join(ro, 'a', 'b')} cannot be created: read-only file system: invalid argument`);
+    await refused(run(join(ro, 'a', 'b'), join(dir, 's')), `root ${join(ro, 'a', 'b')}: cannot create ${join(ro, 'a')}: read-only file system`);
   } finally {
     execFileSync('umount', [ro]);
   }
