@@ -44,14 +44,11 @@ export interface ContentWriter {
   /** Digest of the bytes written so far (hashing may still be catching up with the writes). */
   digest(): Promise<string>;
   /**
-   * Appends `data`. With `handOff` the caller gives `data` up (it never changes those bytes
-   * again), so the writer may resolve as soon as it has taken them, before they are in the
-   * file; a write that then fails is reported by the writer's next call (or settle()), and the
-   * offset goes back to where that write began.
+   * Appends `data`; resolves once the bytes are in the file (the page cache), so bytes a
+   * client was told about survive the daemon's death. A write that fails leaves the offset
+   * where it began.
    */
-  write(data: Uint8Array, handOff?: boolean): Promise<void>;
-  /** Waits until handed-off writes are in the file; throws the failure of one that failed. */
-  settle?(): Promise<void>;
+  write(data: Uint8Array): Promise<void>;
   /** Discards written data and starts again at offset 0. */
   truncate(): Promise<void>;
   /** FAILED_PRECONDITION on size/digest mismatch (nothing is committed); ALREADY_EXISTS if present. */

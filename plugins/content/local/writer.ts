@@ -35,8 +35,6 @@ export interface WriterState {
 export class LocalWriter implements ContentWriter {
   private fd: number | undefined;
   private readonly running: RunningDigest;
-  /** A handed-off write still on its way to the file (see write()). */
-  private landing: Promise<void> | undefined;
   private committed: string | undefined;
   private offset: number;
   private readonly total: number;
@@ -61,15 +59,16 @@ export class LocalWriter implements ContentWriter {
     return this.committed !== undefined ? Promise.resolve(this.committed) : this.running.digest();
   }
 
-  async write(data: Uint8Array, handOff = false): Promise<void> {
-    await this.settle();
+  async write(data: Uint8Array): Promise<void> {
     const fd = this.fd;
     if (fd === undefined) throw new FailedPreconditionError('cannot write on closed writer');
     if (data.length === 0) return;
     const position = this.offset;
-    // Hashed here while the thread pool writes (digest.ts). On failure the file, the offset
-    // and the digest go back to where the write began (a write can fail part-way, e.g. when
-    // the disk fills up): the client resumes from a Stat.
+    // Hashed here while the thread pool writes (digest.ts); the answer waits for both, so an
+    // acknowledged chunk is in the page cache and survives kill -9 of the daemon, as with
+    // containerd. On failure the file, the offset and the digest go back to where the write
+    // began (a write can fail part-way, e.g. when the disk fills up): the client resumes from
+    // a Stat.
     const landing = writeAllAt(fd, data, position).catch(async (err: unknown) => {
       this.offset = position;
       await ftruncateFd(fd, position).catch(() => undefined);
@@ -79,25 +78,11 @@ export class LocalWriter implements ContentWriter {
     this.running.written(data, position);
     this.offset += data.length;
     this.updatedAt = new Date();
-    if (!handOff) return landing;
-    // The answer to a Content.Write need not wait for the page-cache copy (a third of the
-    // round trip): the next call waits for it instead, while the client prepares its next
-    // chunk. Commit's fsync is still the only durability point.
-    this.landing = landing;
-    landing.catch(() => undefined); // reported by settle(), not as an unhandled rejection
-  }
-
-  /** Waits for a handed-off write; throws its failure (once). */
-  async settle(): Promise<void> {
-    const landing = this.landing;
-    if (!landing) return;
-    this.landing = undefined;
     await landing;
   }
 
   async truncate(size = 0): Promise<void> {
     if (size !== 0) throw new InvalidArgumentError('Truncate: unsupported size');
-    await this.settle().catch(() => undefined); // its bytes are discarded anyway
     if (this.fd === undefined) throw new FailedPreconditionError('cannot truncate closed writer');
     await ftruncateFd(this.fd);
     this.offset = 0;
@@ -107,7 +92,6 @@ export class LocalWriter implements ContentWriter {
 
   async commit(size: number, expected: string, _labels?: Labels): Promise<void> {
     try {
-      await this.settle();
       const fd = this.fd;
       this.fd = undefined;
       if (fd === undefined) throw new FailedPreconditionError('cannot commit on closed writer');
@@ -152,7 +136,6 @@ export class LocalWriter implements ContentWriter {
 
   /** Closes the data file and releases the ref; the ingest stays for a later resume. */
   async close(): Promise<void> {
-    await this.settle().catch((err) => this.s.log.warn('ingest write failed', { ref: this.s.ref, error: String(err) }));
     const fd = this.fd;
     if (fd === undefined) {
       this.release();

@@ -45,9 +45,6 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
     try {
       for (;;) {
         msg.action = req.action;
-        // The previous request's bytes were handed off (below): a failure to write them is
-        // this request's answer.
-        await w.settle?.();
         const ws = w.status();
         msg.offset = ws.offset;
         if (req.expected) {
@@ -81,8 +78,7 @@ export function writeHandler(store: ContentStore, log: Logger): DuplexHandler {
           }
           if (req.data.length > 0) {
             const before = w.status().offset;
-            // The request's buffer is the handler's alone: the writer may keep it.
-            await w.write(req.data, true);
+            await w.write(req.data);
             const n = w.status().offset - before;
             if (n !== req.data.length) throw new DataLossError(`wrote ${n} of ${req.data.length} bytes`);
             msg.offset += n;

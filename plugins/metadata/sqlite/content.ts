@@ -476,16 +476,12 @@ export class NamespacedWriter implements ContentWriter {
     return this.backendWriter ? this.backendWriter.digest() : Promise.resolve(this.desc.digest);
   }
 
-  async write(data: Uint8Array, handOff?: boolean): Promise<void> {
+  async write(data: Uint8Array): Promise<void> {
     if (!this.backendWriter) {
       if (data.length === 0) return;
       await this.unshare(this.desc.size);
     }
-    await this.backendWriter!.write(data, handOff);
-  }
-
-  async settle(): Promise<void> {
-    await this.backendWriter?.settle?.();
+    await this.backendWriter!.write(data);
   }
 
   async truncate(): Promise<void> {
