@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { InvalidArgumentError } from '../../core/errdefs/errdefs.js';
 import type { Logger } from '../../core/log/logger.js';
 import { canonicalPath, mountInfo, type MountInfo } from '../../core/mount/mountinfo.js';
@@ -100,4 +100,13 @@ export function checkStringList(name: string, value: unknown): void {
   if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
     throw new InvalidArgumentError(`${name}: expected a list of strings`);
   }
+}
+
+/**
+ * Validates a snapshotter's `root_path`: empty (the plugin's own directory under the daemon's
+ * root) or absolute. Its paths go into the mounts handed to shims and clients, which resolve
+ * them from other working directories.
+ */
+export function checkRootPath(value: string): void {
+  if (value && !isAbsolute(value)) throw new InvalidArgumentError(`root_path: expected an absolute directory, got ${JSON.stringify(value)}`);
 }

@@ -6,7 +6,7 @@ import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { messageOf } from '../../../core/errdefs/errdefs.js';
 import { definePlugin, PluginType, SkipPluginError } from '../../../core/plugin/types.js';
 import type { Snapshotter } from '../../../core/snapshots/snapshotter.js';
-import { hostPlatform } from '../common.js';
+import { checkRootPath, hostPlatform } from '../common.js';
 
 export interface BtrfsConfig {
   /** Root directory of the snapshotter (must be on btrfs); default: the plugin's own directory. */
@@ -16,7 +16,7 @@ export interface BtrfsConfig {
 export const btrfsPlugin = definePlugin<BtrfsConfig, Snapshotter>({
   type: PluginType.Snapshotter,
   id: 'btrfs',
-  config: { defaults: { root_path: '' } },
+  config: { defaults: { root_path: '' }, validate: (c) => checkRootPath(c.root_path) },
   async init(ctx) {
     ctx.meta.platforms.push(hostPlatform());
     const root = ctx.config.root_path || ctx.root;

@@ -5,7 +5,7 @@
 import { messageOf } from '../../../core/errdefs/errdefs.js';
 import { definePlugin, PluginType } from '../../../core/plugin/types.js';
 import type { Snapshotter } from '../../../core/snapshots/snapshotter.js';
-import { hostPlatform } from '../common.js';
+import { checkRootPath, hostPlatform } from '../common.js';
 
 export interface NativeConfig {
   /** Root directory of the snapshotter; default: the plugin's own directory under the daemon root. */
@@ -15,7 +15,7 @@ export interface NativeConfig {
 export const nativePlugin = definePlugin<NativeConfig, Snapshotter>({
   type: PluginType.Snapshotter,
   id: 'native',
-  config: { defaults: { root_path: '' } },
+  config: { defaults: { root_path: '' }, validate: (c) => checkRootPath(c.root_path) },
   async init(ctx) {
     ctx.meta.platforms.push(hostPlatform());
     const root = ctx.config.root_path || ctx.root;

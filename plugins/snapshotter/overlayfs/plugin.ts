@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { messageOf } from '../../../core/errdefs/errdefs.js';
 import { definePlugin, PluginType, SkipPluginError } from '../../../core/plugin/types.js';
 import type { Snapshotter } from '../../../core/snapshots/snapshotter.js';
-import { checkStringList, hostPlatform } from '../common.js';
+import { checkRootPath, checkStringList, hostPlatform } from '../common.js';
 
 export interface OverlayConfig {
   /** Root directory of the snapshotter; default: the plugin's own directory under the daemon root. */
@@ -25,7 +25,10 @@ export const overlayfsPlugin = definePlugin<OverlayConfig, Snapshotter>({
   id: 'overlayfs',
   config: {
     defaults: { root_path: '', upperdir_label: false, sync_remove: false, mount_options: [] },
-    validate: (c) => checkStringList('mount_options', c.mount_options),
+    validate: (c) => {
+      checkRootPath(c.root_path);
+      checkStringList('mount_options', c.mount_options);
+    },
   },
   async init(ctx) {
     ctx.meta.platforms.push(hostPlatform());
