@@ -120,6 +120,7 @@ function withAbsolutePaths(cfg: DaemonConfig): DaemonConfig {
     ...cfg,
     root: resolve(cfg.root),
     state: resolve(cfg.state),
+    temp: cfg.temp && resolve(cfg.temp),
     grpc: { ...cfg.grpc, address: absoluteAddress(cfg.grpc.address) },
     ttrpc: { ...cfg.ttrpc, address: absoluteAddress(cfg.ttrpc.address) },
   };
