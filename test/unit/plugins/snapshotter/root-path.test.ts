@@ -14,6 +14,7 @@ import { overlayfsPlugin } from '../../../../plugins/snapshotter/overlayfs/plugi
 const kernel = (pluginConfig: Record<string, Record<string, unknown>>) => new Kernel([overlayfsPlugin, nativePlugin, btrfsPlugin], {
   root: '/nonexistent/root', state: '/nonexistent/state', addresses: { grpc: '/x.sock', ttrpc: '/x.sock.ttrpc' },
   pluginConfig, disabled: [], required: [], events: new EventExchange(), log: silentLogger,
+  daemon: { logLevel: 'info', timeouts: {}, executable: 'berthd' },
 });
 
 describe('snapshotter root_path', () => {
