@@ -20,6 +20,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { takeDeferredExtraCa } from '../core/sys/extra-ca.js';
+import { takeSigusr1 } from '../core/sys/sigusr1.js';
 import { applyRuntimeV8Flags } from '../core/sys/v8flags.js';
 
 export interface LaunchOptions {
@@ -113,6 +114,9 @@ function writeAtomically(path: string, data: Buffer): void {
  * Synchronous: the program's own top-level code has run when it returns.
  */
 export function launch(dir: string, opts: LaunchOptions): void {
+  // Before the bundle loads: until a listener exists, SIGUSR1 opens Node's inspector, and
+  // the daemon and the shim run as root (core/sys/sigusr1.ts).
+  takeSigusr1();
   takeDeferredExtraCa();
   applyRuntimeV8Flags([...V8_FLAGS, ...(PROGRAM_V8_FLAGS[opts.name] ?? [])]);
   const file = join(dir, `${opts.name}.cjs`);

@@ -1,11 +1,15 @@
 /** berthd: the daemon entry point (flags → config → boot → serve → signal → stop). */
 import { parseDaemonArgs, runDaemonCommand } from '../../core/server/command.js';
 import { limitMallocArenas } from '../../core/sys/malloc.js';
+import { takeSigusr1 } from '../../core/sys/sigusr1.js';
 import { builtins } from '../../plugins/builtins.js';
 import { proxyRegistrations } from '../../plugins/proxy/registrations.js';
 
 /** malloc arenas of the daemon: the main one and one that every other thread shares. */
 const MALLOC_ARENAS = 2;
+
+// First thing: until a listener exists, SIGUSR1 would open Node's inspector (sigusr1.ts).
+takeSigusr1();
 
 let args;
 try {

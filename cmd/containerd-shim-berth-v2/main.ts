@@ -9,11 +9,15 @@
  * shim does not carry what only `start` needs.
  */
 import { writeSync } from 'node:fs';
+import { takeSigusr1 } from '../../core/sys/sigusr1.js';
 import { BERTH_VERSION, REVISION } from '../../core/version/version.js';
 import { parseFlags, UsageError } from './flags.js';
 import { createLogger } from './log.js';
 
 const NAME = 'containerd-shim-berth-v2';
+
+// The shim runs as root: SIGUSR1 must not open Node's inspector (sigusr1.ts).
+takeSigusr1();
 
 async function main(): Promise<number | undefined> {
   const flags = parseFlags(process.argv.slice(2));

@@ -131,8 +131,9 @@ export async function runDaemonCommand(
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
-  // SIGUSR1 belongs to node's inspector; SIGUSR2 logs what the daemon holds (leak hunting).
-  process.on('SIGUSR2', () => daemon.log.info('resource dump', resourceDump()));
+  // What the daemon holds, in the log (leak hunting): on SIGUSR2, and on SIGUSR1, which
+  // containerd answers with a stack dump (cmd/berthd takes SIGUSR1 from Node's inspector).
+  for (const sig of ['SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => daemon.log.info('resource dump', { signal: sig, ...resourceDump() }));
   return undefined;
 }
 

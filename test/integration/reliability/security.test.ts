@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { berth, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
 import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
-import { listeningSockets, mountsUnder, settledConsistency, waitFor } from '../../helpers/reliability.js';
+import { listeningSockets, mountsUnder, settledConsistency, shimPids, waitFor } from '../../helpers/reliability.js';
 import { buildImage, ociArchive, baseLayer, type TarSpec } from '../../unit/client/images/fixtures.js';
 import { snapshotTree } from '../../unit/plugins/differ/walking/archive/helpers.js';
 import { ContainersDefinition } from '../../../api/gen/services/containers/v1/containers.js';
@@ -317,5 +317,34 @@ describe('security', { timeout: 180_000 }, () => {
     assert.equal(r.code, 0, r.stderr);
     await waitFor('listening sockets after the workload', () => (JSON.stringify(listeningSockets(pid)) === JSON.stringify(expected) ? true : undefined), 5000);
     events.kill('SIGTERM');
+  });
+
+  it('SIGUSR1 (containerd\'s stack-dump signal) opens no inspector in the daemon or in berth\'s shim', async () => {
+    // Node answers SIGUSR1 with a debugger on 127.0.0.1:9229 that runs any code sent to it:
+    // for these root processes, code execution as root for every local user.
+    const pid = d.process.pid!;
+    const from = d.log().length;
+    process.kill(pid, 'SIGUSR1');
+    await waitFor('the dump SIGUSR1 asks for', () => (d.log().slice(from).includes('msg="resource dump" signal=SIGUSR1') ? true : undefined), 5000);
+    assert.deepEqual(listeningSockets(pid), [`unix:${d.address}`, `unix:${d.address}.ttrpc`].sort());
+
+    let r = await ctr(d.address, ['run', '-d', '--runtime', 'io.containerd.berth.v2', BUSYBOX, 'sec-usr1', 'sleep', '300'], { namespace: 'sec' });
+    assert.equal(r.code, 0, r.stderr);
+    try {
+      const args = (p: number) => readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      const [shim] = shimPids(d.address).filter((p) => args(p).some((a) => a.includes('containerd-shim-berth-v2')) && args(p).includes('sec-usr1'));
+      assert.ok(shim, 'berth\'s shim for the task');
+      const before = listeningSockets(shim);
+      process.kill(shim, 'SIGUSR1');
+      await new Promise((res) => setTimeout(res, 300));
+      assert.deepEqual(listeningSockets(shim), before, 'no new listener');
+      assert.ok(!before.some((s) => s.startsWith('tcp')), `no TCP listener: ${before.join(', ')}`);
+      r = await ctr(d.address, ['tasks', 'exec', '--exec-id', 'after-usr1', 'sec-usr1', 'true'], { namespace: 'sec' });
+      assert.equal(r.code, 0, `the shim still serves: ${r.stderr}`);
+    } finally {
+      await ctr(d.address, ['tasks', 'kill', '-s', 'SIGKILL', 'sec-usr1'], { namespace: 'sec' });
+      await waitFor('the task to stop', async () => ((await ctr(d.address, ['tasks', 'rm', 'sec-usr1'], { namespace: 'sec' })).code === 0 ? true : undefined), 10_000);
+      await ctr(d.address, ['containers', 'rm', 'sec-usr1'], { namespace: 'sec' });
+    }
   });
 });
