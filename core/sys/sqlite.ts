@@ -32,9 +32,17 @@ function nativeAddon(): string | undefined {
  */
 export function openSqlite(path: string): SqliteDatabase {
   const nativeBinding = nativeAddon();
-  const db = new Database(path, nativeBinding ? { nativeBinding } : {});
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('busy_timeout = 5000');
-  return db;
+  let db: SqliteDatabase | undefined;
+  try {
+    db = new Database(path, nativeBinding ? { nativeBinding } : {});
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 5000');
+    return db;
+  } catch (err) {
+    db?.close();
+    // SQLite's own words ("file is not a database") do not say which file.
+    const e = err as Error & { code?: string };
+    throw Object.assign(new Error(`${path}: ${e.message}`, { cause: err }), { code: e.code });
+  }
 }

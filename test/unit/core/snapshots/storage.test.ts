@@ -43,7 +43,7 @@ describe('snapshot storage (MetaStore)', () => {
     // An existing file that is not a database fails at construction (the plugin's boot), not later.
     const bad = join(dir, 'bad.db');
     writeFileSync(bad, 'not a database, but long enough to have a header page of its own..............');
-    assert.throws(() => new MetaStore(bad), /not a database|file is not a database/);
+    assert.throws(() => new MetaStore(bad), (e: Error & { code?: string }) => e.message === `${bad}: file is not a database` && e.code === 'SQLITE_NOTADB');
   });
 
   it('creates, commits and chains snapshots, parents nearest first', () => {
