@@ -19,6 +19,11 @@ export const DAEMON_LOCK_FILE = 'berthd.lock';
 
 export interface DirectoryLock {
   readonly path: string;
+  /**
+   * Why the directory could not be locked although no other daemon holds it (a file system
+   * without flock, such as some FUSE ones): the daemon runs unguarded and says so.
+   */
+  readonly unsupported?: string;
   release(): void;
 }
 
@@ -46,7 +51,11 @@ export function lockDaemonDirectory(what: 'root' | 'state', dir: string): Direct
     flock(fd, LOCK_EX | LOCK_NB, path);
   } catch (err) {
     closeSync(fd);
-    if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOLCK' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'ENOSYS' || code === 'EINVAL') {
+      return { path, unsupported: (err as Error).message, release: () => undefined };
+    }
+    if (code !== 'EAGAIN') throw err;
     let holder = '';
     try { holder = readFileSync(path, 'utf8').trim(); } catch { /* the holder is unnamed */ }
     throw new FailedPreconditionError(

@@ -49,6 +49,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     releaseLocks();
     throw err;
   }
+  for (const l of locks) {
+    if (l.unsupported) log.warn('cannot lock the directory: a second daemon on it would not be refused', { lock: l.path, error: l.unsupported });
+  }
 
   const kernel = new Kernel(opts.registrations, {
     root: cfg.root,

@@ -21,6 +21,7 @@ const LINUX_EXTRA: Record<number, [string, string]> = {
   10: ['ECHILD', 'no child processes'],
   61: ['ENODATA', 'no data available'],
   25: ['ENOTTY', 'inappropriate ioctl for device'],
+  37: ['ENOLCK', 'no locks available'],
   95: ['EOPNOTSUPP', 'operation not supported'],
 };
 
