@@ -15,7 +15,7 @@ import { FailedPreconditionError, InvalidArgumentError } from '../errdefs/errdef
 import { makeDirectories } from '../sys/mkdir.js';
 import { flock, LOCK_EX, LOCK_NB } from '../sys/syscalls.js';
 
-export const DAEMON_LOCK_FILE = 'berthd.lock';
+const DAEMON_LOCK_FILE = 'berthd.lock';
 
 export interface DirectoryLock {
   readonly path: string;
@@ -44,7 +44,7 @@ export function claimDaemonDirectory(what: 'root' | 'state', dir: string): Direc
  * Takes the lock of the daemon's `root` or `state` directory (`what`, for the message) or
  * fails, naming the daemon that holds it.
  */
-export function lockDaemonDirectory(what: 'root' | 'state', dir: string): DirectoryLock {
+function lockDaemonDirectory(what: 'root' | 'state', dir: string): DirectoryLock {
   const path = join(dir, DAEMON_LOCK_FILE);
   const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600); // libuv adds O_CLOEXEC: shims never inherit it
   try {

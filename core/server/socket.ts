@@ -3,7 +3,7 @@
  * by a crashed daemon is replaced, but a live one (another daemon answering on it) is an
  * error rather than silently stolen.
  */
-import { chmodSync, chownSync, existsSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, chownSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError } from '../errdefs/errdefs.js';
@@ -29,8 +29,9 @@ export async function prepareSocketPath(path: string): Promise<void> {
   } catch (err) {
     throw new InvalidArgumentError(`socket ${path}: ${(err as Error).message}`);
   }
-  if (!existsSync(path)) return;
-  if (statSync(path).isDirectory()) throw new InvalidArgumentError(`socket ${path} is a directory`);
+  const st = statSync(path, { throwIfNoEntry: false });
+  if (!st) return;
+  if (st.isDirectory()) throw new InvalidArgumentError(`socket ${path} is a directory`);
   if (await socketIsLive(path)) {
     throw new FailedPreconditionError(`${path}: another daemon is already serving on this socket`);
   }

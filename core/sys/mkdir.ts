@@ -25,11 +25,11 @@ export function makeDirectories(dir: string, mode: number): void {
   try {
     mkdirSync(dir, { recursive: true, mode });
   } catch (err) {
-    throw new Error(whyNot(dir, err as NodeJS.ErrnoException), { cause: err });
+    throw new Error(whyNot(dir, mode, err as NodeJS.ErrnoException), { cause: err });
   }
 }
 
-function whyNot(dir: string, err: NodeJS.ErrnoException): string {
+function whyNot(dir: string, mode: number, err: NodeJS.ErrnoException): string {
   // The first path on the way that is missing, or the last one if all of them exist.
   let first = dir;
   while (dirname(first) !== first && !existsSync(dirname(first))) first = dirname(first);
@@ -38,7 +38,7 @@ function whyNot(dir: string, err: NodeJS.ErrnoException): string {
   if (!isDirectory(parent)) return `${parent} is not a directory`;
   // A plain mkdir of that one directory names the cause a recursive one may misreport.
   try {
-    mkdirSync(first, { mode: 0o711 });
+    mkdirSync(first, { mode });
   } catch (direct) {
     return `cannot create ${first}: ${goErrnoText(direct as NodeJS.ErrnoException)}`;
   }

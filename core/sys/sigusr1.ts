@@ -5,6 +5,6 @@
  * SIGUSR1 out of habit (containerd dumps its stacks on it). A listener of the program's own
  * takes the signal instead (libuv then owns the handler), which Node 20 offers no flag for.
  */
-export function takeSigusr1(onSignal: () => void = () => undefined): void {
-  process.on('SIGUSR1', onSignal);
+export function takeSigusr1(): void {
+  process.on('SIGUSR1', () => undefined);
 }

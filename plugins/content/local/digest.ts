@@ -4,8 +4,8 @@
  * Every answer to a Content.Write request carries the digest of all bytes so far (as
  * containerd's do: Go clients keep the last one as the writer's Digest()), so a chunk's hash
  * is on the critical path of each round trip. It is computed on this thread from the
- * received bytes while the thread pool writes the same bytes to the data file (writer.ts);
- * a Content.Write answer waits for the hash only, the next request for the write. (Hashing
+ * received bytes while the thread pool writes the same bytes to the data file (writer.ts):
+ * the answer waits for the longer of the two, not for their sum. (Hashing
  * each HTTP/2 frame as it arrived, on this thread or on a worker reading shared memory, was
  * measured too: on two cores the sender, the receiving thread and the hash compete for the
  * same CPU, and neither beat hashing the whole chunk here. An earlier design hashed on

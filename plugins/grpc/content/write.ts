@@ -12,9 +12,8 @@
  *  - when the session ends without an error (after COMMIT, or when the client half-closes)
  *    the last response is sent once more, as the 1.6 server's deferred send does.
  *
- * A WRITE is answered once its bytes are hashed, not once they are in the file: the writer
- * keeps the request's buffer (ContentWriter.write's hand-off), and a failure to write it is
- * the answer to the next request.
+ * A WRITE is answered once its bytes are in the file (ContentWriter.write), so bytes a client
+ * was told about survive kill -9 of the daemon, as with containerd.
  */
 import type { ContentStore, ContentWriter } from '../../../core/content/content.js';
 import { Code, DataLossError, isNotFound, messageOf, OutOfRangeError, RemoteError } from '../../../core/errdefs/errdefs.js';

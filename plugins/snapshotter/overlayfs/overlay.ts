@@ -216,7 +216,6 @@ export class OverlaySnapshotter extends StoredSnapshotter implements Cleaner {
     }
   }
 
-
   protected mountsOf(s: StoredSnapshot): Mount[] {
     if (s.parentIds.length === 0) {
       // A lone layer: overlay needs at least one lower dir, so bind the directory itself.
