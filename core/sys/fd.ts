@@ -15,6 +15,8 @@ export const closeFd = (fd: number) => new Promise<void>((resolve, reject) => fs
 
 export const fsyncFd = (fd: number) => new Promise<void>((resolve, reject) => fs.fsync(fd, settle(resolve, reject)));
 
+export const fdatasyncFd = (fd: number) => new Promise<void>((resolve, reject) => fs.fdatasync(fd, settle(resolve, reject)));
+
 export const fstatFd = (fd: number) => new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, settle(resolve, reject)));
 
 export const ftruncateFd = (fd: number, length = 0) =>

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalContentStore } from '../../../../plugins/content/local/store.js';
 import { unlock } from '../../../../plugins/content/local/locks.js';
+import { WRITEBACK_BYTES } from '../../../../plugins/content/local/writer.js';
 import { Code, codeOf } from '../../../../core/errdefs/errdefs.js';
 
 const sha = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -121,6 +122,20 @@ describe('local content store', () => {
     assert.equal(w2.status().startedAt.getTime(), st.startedAt.getTime());
     assert.equal(await w2.digest(), sha(data.subarray(0, 2 << 20)));
     await w2.write(data.subarray(2 << 20));
+    await w2.commit(data.length, sha(data));
+    assert.deepEqual(await readAll(await store.read(ctx, sha(data))), data);
+  });
+
+  test('a big ingest closed or committed while a background sync runs keeps every byte', async () => {
+    const data = randomBytes(3 * WRITEBACK_BYTES + 4321);
+    const chunk = 1 << 20;
+    const w = await store.writer(ctx, { ref: 'synced' });
+    // Ends right after crossing the sync threshold, so the close meets a sync in flight.
+    for (let at = 0; at < 2 * WRITEBACK_BYTES; at += chunk) await w.write(data.subarray(at, at + chunk));
+    await w.close();
+    const w2 = await store.writer(ctx, { ref: 'synced' });
+    assert.equal(w2.status().offset, 2 * WRITEBACK_BYTES);
+    for (let at = 2 * WRITEBACK_BYTES; at < data.length; at += chunk) await w2.write(data.subarray(at, at + chunk));
     await w2.commit(data.length, sha(data));
     assert.deepEqual(await readAll(await store.read(ctx, sha(data))), data);
   });
