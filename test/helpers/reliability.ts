@@ -88,7 +88,39 @@ function cmdline(pid: string): string[] {
   }
 }
 
-/** Pids of shim processes serving the daemon at `address` (their `-address` argument). */
+/**
+ * Whether a shim process is a spare one (plugins/runtime/v2/spares.ts): started ahead of a
+ * task. Not the `start` action that makes it (berth's Node shim takes a while to print).
+ */
+const isSpare = (args: string[]) => (args[args.indexOf('-id') + 1] ?? '').startsWith('berth-spare-') && args[args.length - 1] !== 'start';
+
+/** Pids of the shims serving tasks of the daemon at `address`: its shims less the spare one(s). */
+export function taskShimPids(address: string): number[] {
+  return shimPids(address).filter((pid) => !isSpare(cmdline(String(pid))));
+}
+
+/** Pids of spare shims of the daemon at `address`. */
+export function spareShimPids(address: string): number[] {
+  return shimPids(address).filter((pid) => isSpare(cmdline(String(pid))));
+}
+
+/**
+ * The shim serving task `id` of namespace `ns`: the shim process whose working directory is
+ * the task's bundle. (Its `-id` argument is the task's only when the shim was not a spare.)
+ */
+export function shimOfTask(state: string, ns: string, id: string): number | undefined {
+  const bundle = join(state, 'io.containerd.runtime.v2.task', ns, id);
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    if (!cmdline(pid).some((a) => a.includes('containerd-shim'))) continue;
+    try {
+      if (readlinkSync(`/proc/${pid}/cwd`) === bundle) return Number(pid);
+    } catch { /* gone meanwhile */ }
+  }
+  return undefined;
+}
+
+/** Pids of shim processes serving the daemon at `address` (their `-address` argument), spares included. */
 export function shimPids(address: string): number[] {
   const out: number[] = [];
   for (const pid of readdirSync('/proc')) {

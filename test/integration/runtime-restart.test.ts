@@ -5,16 +5,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { busyboxRootfs, waitFor } from '../helpers/fixtures.js';
 import { killAndDeleteTask } from '../helpers/tasks.js';
+import { shimOfTask } from '../helpers/reliability.js';
 
 
-const shimPid = (ns: string, id: string) =>
-  Number(spawnSync('pgrep', ['-f', `containerd-shim-runc-v2 -namespace ${ns} -id ${id}`]).stdout.toString().trim().split('\n')[0]);
 
 
 describe('runtime v2 restart', () => {
@@ -53,7 +51,7 @@ describe('runtime v2 restart', () => {
 
     await d.kill9();
     // While the daemon is down: r2's shim dies, and a stray work dir appears.
-    const p2 = shimPid(NS, 'r2');
+    const p2 = shimOfTask(d.state, NS, 'r2') ?? 0;
     assert.ok(p2 > 0);
     process.kill(p2, 'SIGKILL');
     mkdirSync(join(runtimeRoot, 'stale-workdir'));

@@ -11,6 +11,7 @@ import { chmodSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { BUSYBOX, busyboxRootfs, makeBusyboxArchive, waitFor } from '../helpers/fixtures.js';
+import { shimOfTask } from '../helpers/reliability.js';
 import { TasksDefinition } from '../../api/gen/services/tasks/v1/tasks.js';
 import { ContainersDefinition } from '../../api/gen/services/containers/v1/containers.js';
 import { Code, codeOf } from '../../core/errdefs/errdefs.js';
@@ -190,13 +191,7 @@ describe('tasks with runc v2 shims', () => {
       let out = '';
       ev.stdout.on('data', (b) => (out += b));
       await new Promise((r) => setTimeout(r, 400));
-      const ps = await new Promise<string>((resolve) => {
-        const p = spawn('pgrep', ['-f', `containerd-shim-runc-v2 -namespace ${NS} -id k1`], { stdio: ['ignore', 'pipe', 'ignore'] });
-        let s = '';
-        p.stdout.on('data', (b) => (s += b));
-        p.on('close', () => resolve(s));
-      });
-      const shimPid = Number(ps.trim().split('\n')[0]);
+      const shimPid = shimOfTask(d.state, NS, 'k1') ?? 0;
       assert.ok(shimPid > 0, 'shim pid found');
       process.kill(shimPid, 'SIGKILL');
       await waitFor('exit and delete events', async () => (out.includes('/tasks/delete') ? true : undefined));

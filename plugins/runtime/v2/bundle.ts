@@ -9,7 +9,7 @@
  * more CPU (thread wake-ups, completion callbacks) than the operation itself; run8 makes
  * ~35 of them per container.
  */
-import { chmodSync, chownSync, mkdirSync, readlinkSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AlreadyExistsError, InvalidArgumentError, messageOf } from '../../../core/errdefs/errdefs.js';
 import { validateIdentifier } from '../../../core/identifiers/identifiers.js';
@@ -43,6 +43,19 @@ export function bundleFor(state: string, namespace: string, id: string): Bundle 
 }
 
 export async function newBundle(root: string, state: string, namespace: string, id: string, spec: Uint8Array): Promise<Bundle> {
+  return makeBundle(root, state, namespace, id, spec, undefined);
+}
+
+/**
+ * A task's bundle made from a spare shim's directory (spares.ts): the directory, with the
+ * shim's address, log FIFO and working directory in it, is renamed to the bundle path and
+ * gets the task's spec and work dir.
+ */
+export async function adoptBundle(root: string, state: string, namespace: string, id: string, spec: Uint8Array, sparePath: string): Promise<Bundle> {
+  return makeBundle(root, state, namespace, id, spec, sparePath);
+}
+
+function makeBundle(root: string, state: string, namespace: string, id: string, spec: Uint8Array, sparePath: string | undefined): Bundle {
   try {
     validateIdentifier(id);
   } catch (err) {
@@ -56,17 +69,19 @@ export async function newBundle(root: string, state: string, namespace: string, 
     mkdirSync(dirname(bundle.path), { recursive: true, mode: 0o711 });
     mkdirSync(dirname(work), { recursive: true, mode: 0o711 });
     try {
+      // Claims the id even for a spare: the rename below would replace an empty directory.
       mkdirSync(bundle.path, { mode: 0o700 });
     } catch (err) {
       if (errno(err) === 'EEXIST') throw new AlreadyExistsError(`bundle ${bundle.path}`);
       throw err;
     }
     made.push(bundle.path);
+    if (sparePath) renameSync(sparePath, bundle.path);
     if (gid !== 0) {
       chownSync(bundle.path, -1, gid);
       chmodSync(bundle.path, 0o710);
     }
-    mkdirSync(join(bundle.path, 'rootfs'), { mode: 0o711 });
+    if (!sparePath) mkdirSync(join(bundle.path, 'rootfs'), { mode: 0o711 });
     try {
       mkdirSync(work, { mode: 0o711 });
     } catch (err) {

@@ -13,10 +13,11 @@ import { packAny } from '../../../core/events/any.js';
 import type { EventExchange } from '../../../core/events/exchange.js';
 import type { Logger } from '../../../core/log/logger.js';
 import type { CallOptions, CreateOpts, Exit, PlatformRuntime, Task } from '../../../core/runtime/runtime.js';
-import { bundleFor, deleteBundle, newBundle, type Bundle } from './bundle.js';
+import { adoptBundle, bundleFor, deleteBundle, newBundle, type Bundle } from './bundle.js';
 import { deleteShim, ShimLog, startShim, type ShimBinaryConfig } from './binary.js';
 import type { RuntimeResolver } from './resolve.js';
 import { ShimConnection, ShimTask, wrapError } from './shim.js';
+import { optionsAllowSpare, SpareShims, SPARE_PREFIX, specAllowsSpare } from './spares.js';
 
 export interface ManagerConfig {
   root: string;
@@ -27,6 +28,10 @@ export interface ManagerConfig {
   schedCore: boolean;
   debug: boolean;
   timeouts: { loadMs: number; cleanupMs: number; shutdownMs: number };
+  /** Keep a shim started ahead of the next task (spares.ts). */
+  spareShims: boolean;
+  /** How long an unused spare shim lives. */
+  spareIdleMs: number;
   containers: ContainerStore;
   events: EventExchange;
   resolver: RuntimeResolver;
@@ -45,9 +50,14 @@ export class TaskManager implements PlatformRuntime {
   private readonly cleanups = new Map<string, Promise<void>>();
   /** Tasks whose shim deleted them on request: their shim only has to go, not be cleaned up after. */
   private readonly deletedCleanly = new WeakSet<ShimTask>();
+  /** Tasks whose kind of shim a spare can stand in for: the shim binary to start it with. */
+  private readonly spareKinds = new WeakMap<ShimTask, ShimBinaryConfig>();
   private closing = false;
+  private readonly spares: SpareShims;
 
-  constructor(private readonly cfg: ManagerConfig) {}
+  constructor(private readonly cfg: ManagerConfig) {
+    this.spares = new SpareShims(cfg.state, cfg.spareIdleMs, DIAL_TIMEOUT_MS, cfg.log);
+  }
 
   async init(): Promise<void> {
     await mkdir(this.cfg.root, { recursive: true, mode: 0o711 });
@@ -81,9 +91,10 @@ export class TaskManager implements PlatformRuntime {
     // A previous task of the same id may still be tearing down its bundle.
     await this.cleanups.get(key);
     let task: ShimTask;
+    let spareOf: ShimBinaryConfig | undefined;
     const t0 = performance.now();
     try {
-      task = await this.startShim(namespace, id, opts);
+      ({ task, spareOf } = await this.startShim(namespace, id, opts));
     } catch (err) {
       throw wrapError('failed to start shim', err);
     }
@@ -94,6 +105,7 @@ export class TaskManager implements PlatformRuntime {
       if (this.cfg.log.debugEnabled) {
         this.cfg.log.debug('task created', { id, namespace, shimMs: +(t1 - t0).toFixed(2), createMs: +(performance.now() - t1).toFixed(2) });
       }
+      if (spareOf) this.spareKinds.set(task, spareOf);
     } catch (err) {
       this.live.delete(key);
       await task.deleteInit({ timeoutMs: this.cfg.timeouts.cleanupMs }).catch(() => undefined);
@@ -133,6 +145,10 @@ export class TaskManager implements PlatformRuntime {
       throw wrapError('failed to delete task', err);
     }
     this.live.delete(key);
+    // The next task of this kind finds its shim started. Started here rather than when this
+    // task was created, a spare's start does not compete with this task's own start for the CPU.
+    const spareOf = this.spareKinds.get(task);
+    if (spareOf && !this.closing) this.spares.refill(task.namespace, spareOf);
     // The shim deleted its task itself: nothing is left for its `delete` action to clean up, and
     // spawning it (a fork of this process) would cost every `ctr run --rm` for nothing.
     this.deletedCleanly.add(task);
@@ -171,17 +187,32 @@ export class TaskManager implements PlatformRuntime {
     };
   }
 
-  private async startShim(namespace: string, id: string, opts: CreateOpts): Promise<ShimTask> {
+  /** The task's shim: a spare if one is ready; `spareOf` says which spare to start next, if any. */
+  private async startShim(namespace: string, id: string, opts: CreateOpts): Promise<{ task: ShimTask; spareOf?: ShimBinaryConfig }> {
     const runtime = await this.cfg.resolver.resolve(opts.runtime).catch((err) => {
       throw wrapError('failed to resolve runtime path', err);
     });
-    const bundle = await newBundle(this.cfg.root, this.cfg.state, namespace, id, opts.spec.value);
     const binary = this.binaryConfig(runtime);
+    const options = opts.taskOptions ?? opts.runtimeOptions;
+    // `start` reads runtime options from stdin and group annotations from the spec: a task
+    // whose options or spec would matter to it gets a shim of its own making.
+    const spareable = this.cfg.spareShims && specAllowsSpare(opts.spec.value) && (await optionsAllowSpare(options));
+    const spare = spareable ? await this.spares.take(namespace, binary) : undefined;
+    if (spare) {
+      try {
+        const bundle = await adoptBundle(this.cfg.root, this.cfg.state, namespace, id, opts.spec.value, spare.bundle.path);
+        return { task: this.attach(bundle, spare.client, spare.log, binary), spareOf: binary };
+      } catch (err) {
+        await this.spares.discard(spare);
+        throw err;
+      }
+    }
+    const bundle = await newBundle(this.cfg.root, this.cfg.state, namespace, id, opts.spec.value);
     let log: ShimLog | undefined;
     try {
       log = await ShimLog.open(bundle);
       const t0 = performance.now();
-      const address = await startShim(binary, bundle, opts.taskOptions ?? opts.runtimeOptions).catch((err) => {
+      const address = await startShim(binary, bundle, options).catch((err) => {
         throw wrapError('start failed', err);
       });
       const t1 = performance.now();
@@ -189,7 +220,7 @@ export class TaskManager implements PlatformRuntime {
       if (this.cfg.log.debugEnabled) {
         this.cfg.log.debug('shim started', { id, namespace, startMs: +(t1 - t0).toFixed(2), dialMs: +(performance.now() - t1).toFixed(2) });
       }
-      return this.attach(bundle, client, log, binary);
+      return { task: this.attach(bundle, client, log, binary), spareOf: spareable ? binary : undefined };
     } catch (err) {
       log?.close();
       await deleteBundle(bundle).catch(() => undefined);
@@ -278,12 +309,18 @@ export class TaskManager implements PlatformRuntime {
     await Promise.all(namespaces.filter((d) => d.isDirectory() && !d.name.startsWith('.')).map(async (d) => {
       const ns = d.name;
       try {
+        await this.retireLeftoverSpares(ns);
         await this.loadShims(ns);
         await this.cleanupWorkDirs(ns);
       } catch (err) {
         this.cfg.log.error('loading tasks in namespace', { namespace: ns, error: messageOf(err) });
       }
     }));
+  }
+
+  private async retireLeftoverSpares(ns: string): Promise<void> {
+    const dirs = await readdir(join(this.cfg.state, ns));
+    await Promise.all(dirs.filter((d) => d.startsWith(SPARE_PREFIX)).map((d) => this.spares.retireLeftover(ns, d)));
   }
 
   private async loadShims(ns: string): Promise<void> {
@@ -388,6 +425,7 @@ export class TaskManager implements PlatformRuntime {
   /** Disconnects from every shim without stopping them (they outlive the daemon). */
   async close(): Promise<void> {
     this.closing = true;
+    await this.spares.close();
     const pending = [...this.cleanups.values()];
     for (const t of this.live.values()) t.shim.close();
     await Promise.allSettled([...pending, ...[...this.live.values()].map((t) => t.shim.closed)]);

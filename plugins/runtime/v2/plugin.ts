@@ -20,6 +20,13 @@ export interface RuntimeV2Config {
    * every task clients ask runc v2 for. Default: none.
    */
   runtime_overrides: Record<string, string>;
+  /**
+   * Keep one shim started ahead of the next task, per namespace and shim binary (berth's own
+   * extension; see spares.ts). Default: true.
+   */
+  spare_shims: boolean;
+  /** How long a spare shim nobody takes lives, as a duration ("1m", "30s"). Default: "1m". */
+  spare_shim_idle: string;
 }
 
 const GOARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
@@ -41,9 +48,10 @@ export const runtimeV2Plugin = definePlugin<RuntimeV2Config, PlatformRuntime>({
   id: 'task',
   requires: [PluginType.Event, PluginType.Metadata],
   config: {
-    defaults: { platforms: [hostPlatform()], sched_core: false, runtime_overrides: {} },
+    defaults: { platforms: [hostPlatform()], sched_core: false, runtime_overrides: {}, spare_shims: true, spare_shim_idle: '1m' },
     validate: (c) => {
       for (const p of c.platforms) parsePlatform(p);
+      if (parseDuration(c.spare_shim_idle, 'spare_shim_idle') <= 0) throw new InvalidArgumentError(`spare_shim_idle: ${JSON.stringify(c.spare_shim_idle)}: must be longer than zero (spare_shims = false turns spares off)`);
       for (const [k, v] of Object.entries(c.runtime_overrides)) {
         if (typeof v !== 'string' || !v) throw new InvalidArgumentError(`runtime_overrides.${JSON.stringify(k)}: expected a runtime name or shim path`);
       }
@@ -63,6 +71,8 @@ export const runtimeV2Plugin = definePlugin<RuntimeV2Config, PlatformRuntime>({
       executable: ctx.daemon.executable,
       schedCore: ctx.config.sched_core,
       debug: ctx.daemon.logLevel === 'debug' || ctx.daemon.logLevel === 'trace',
+      spareShims: ctx.config.spare_shims,
+      spareIdleMs: parseDuration(ctx.config.spare_shim_idle, 'spare_shim_idle'),
       timeouts: {
         loadMs: timeout('io.containerd.timeout.shim.load'),
         cleanupMs: timeout('io.containerd.timeout.shim.cleanup'),

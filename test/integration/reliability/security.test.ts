@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { berth, ctr, runCommand, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
 import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
-import { listeningSockets, mountsUnder, settledConsistency, shimPids, waitFor } from '../../helpers/reliability.js';
+import { listeningSockets, mountsUnder, settledConsistency, shimOfTask, waitFor } from '../../helpers/reliability.js';
 import { buildImage, ociArchive, baseLayer, type TarSpec } from '../../unit/client/images/fixtures.js';
 import { snapshotTree } from '../../unit/plugins/differ/walking/archive/helpers.js';
 import { ContainersDefinition } from '../../../api/gen/services/containers/v1/containers.js';
@@ -332,7 +332,8 @@ describe('security', { timeout: 180_000 }, () => {
     assert.equal(r.code, 0, r.stderr);
     try {
       const args = (p: number) => readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      const [shim] = shimPids(d.address).filter((p) => args(p).some((a) => a.includes('containerd-shim-berth-v2')) && args(p).includes('sec-usr1'));
+      const shim = shimOfTask(d.state, 'sec', 'sec-usr1');
+      assert.ok(shim === undefined || args(shim).some((a) => a.includes('containerd-shim-berth-v2')), 'a shim of berth\'s');
       assert.ok(shim, 'berth\'s shim for the task');
       const before = listeningSockets(shim);
       process.kill(shim, 'SIGUSR1');

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
 import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
 import {
-  forceGc, listeningSockets, mountsUnder, procStats, resourceDump, settledConsistency, shimPids, sleep, waitFor, type ResourceDump,
+  forceGc, listeningSockets, mountsUnder, procStats, resourceDump, settledConsistency, shimPids, sleep, taskShimPids, waitFor, type ResourceDump,
 } from '../../helpers/reliability.js';
 import { startRegistry, type RunningRegistry } from '../../integration/client/remotes/helpers.js';
 import { baseLayer, buildImage, pushFixture } from '../../unit/client/images/fixtures.js';
@@ -69,13 +69,13 @@ export function loadSuite(o: LoadOptions): void {
       const dump = await resourceDump(d);
       return {
         at, fds: st.fds, rssMiB: +(st.rss / 2 ** 20).toFixed(1), heapMiB: +(dump.heapUsed / 2 ** 20).toFixed(1), handles: dump.handles,
-        timers: dump.timers, mounts: mountsUnder(d.dir).length, shims: shimPids(d.address).length, dump,
+        timers: dump.timers, mounts: mountsUnder(d.dir).length, shims: taskShimPids(d.address).length, dump,
       };
     };
 
     /** Waits until no shim of the daemon is left and a collection ran, then a quiet moment. */
     const settle = async () => {
-      await waitFor('every shim to exit', () => (shimPids(d.address).length === 0 ? true : undefined), 30_000, 100);
+      await waitFor('every task shim to exit', () => (taskShimPids(d.address).length === 0 ? true : undefined), 30_000, 100);
       await forceGc(d);
       await sleep(3000);
     };
