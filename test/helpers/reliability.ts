@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type BetterSqlite3 from 'better-sqlite3';
 import { collectGarbage, type TestDaemon } from './daemon.js';
 
@@ -89,19 +89,28 @@ function cmdline(pid: string): string[] {
 }
 
 /**
- * Whether a shim process is a spare one (plugins/runtime/v2/spares.ts): started ahead of a
- * task. Not the `start` action that makes it (berth's Node shim takes a while to print).
+ * Whether a shim process is an idle spare (plugins/runtime/v2/spares.ts): one started ahead of
+ * a task sits in a `.spare-*` directory until a task takes it (its command line keeps the
+ * spare's id after that). Not the `start` action that makes it.
  */
-const isSpare = (args: string[]) => (args[args.indexOf('-id') + 1] ?? '').startsWith('berth-spare-') && args[args.length - 1] !== 'start';
+function isSpare(pid: string): boolean {
+  const args = cmdline(pid);
+  if (args[args.length - 1] === 'start') return false;
+  try {
+    return basename(readlinkSync(`/proc/${pid}/cwd`)).startsWith('.spare-');
+  } catch {
+    return false;
+  }
+}
 
 /** Pids of the shims serving tasks of the daemon at `address`: its shims less the spare one(s). */
 export function taskShimPids(address: string): number[] {
-  return shimPids(address).filter((pid) => !isSpare(cmdline(String(pid))));
+  return shimPids(address).filter((pid) => !isSpare(String(pid)));
 }
 
 /** Pids of spare shims of the daemon at `address`. */
 export function spareShimPids(address: string): number[] {
-  return shimPids(address).filter((pid) => isSpare(cmdline(String(pid))));
+  return shimPids(address).filter((pid) => isSpare(String(pid)));
 }
 
 /**

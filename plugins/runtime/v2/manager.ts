@@ -105,7 +105,15 @@ export class TaskManager implements PlatformRuntime {
       if (this.cfg.log.debugEnabled) {
         this.cfg.log.debug('task created', { id, namespace, shimMs: +(t1 - t0).toFixed(2), createMs: +(performance.now() - t1).toFixed(2) });
       }
-      if (spareOf) this.spareKinds.set(task, spareOf);
+      if (spareOf) {
+        this.spareKinds.set(task, spareOf);
+        // The next task of this kind finds its shim started: the spare starts once this task's
+        // own start (runc's create and start) is done, not competing with it for the CPU, and
+        // in time for a client starting tasks one after the other (`run -d` in a loop).
+        task.onStarted = () => {
+          if (!this.closing) this.spares.refill(namespace, spareOf!);
+        };
+      }
     } catch (err) {
       this.live.delete(key);
       await task.deleteInit({ timeoutMs: this.cfg.timeouts.cleanupMs }).catch(() => undefined);
@@ -145,8 +153,7 @@ export class TaskManager implements PlatformRuntime {
       throw wrapError('failed to delete task', err);
     }
     this.live.delete(key);
-    // The next task of this kind finds its shim started. Started here rather than when this
-    // task was created, a spare's start does not compete with this task's own start for the CPU.
+    // A task deleted without having started (or whose spare was taken since) leaves one too.
     const spareOf = this.spareKinds.get(task);
     if (spareOf && !this.closing) this.spares.refill(task.namespace, spareOf);
     // The shim deleted its task itself: nothing is left for its `delete` action to clean up, and

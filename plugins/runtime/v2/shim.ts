@@ -99,6 +99,8 @@ class ShimProcess implements ExecProcess {
 export class ShimTask implements Task {
   /** The init pid from Task.Create or Task.Connect; saves a round trip per later query. */
   private knownPid: number | undefined;
+  /** Runs once the init process has started (the manager starts the next spare shim then). */
+  onStarted: (() => void) | undefined;
 
   constructor(readonly shim: ShimConnection) {}
 
@@ -164,7 +166,11 @@ export class ShimTask implements Task {
   }
 
   async start(opts?: CallOptions): Promise<number> {
-    return (await this.rpc.start({ id: this.id, execId: '' }, callOpts(opts))).pid;
+    const pid = (await this.rpc.start({ id: this.id, execId: '' }, callOpts(opts))).pid;
+    const started = this.onStarted;
+    this.onStarted = undefined;
+    started?.();
+    return pid;
   }
 
   async wait(opts?: CallOptions): Promise<Exit> {

@@ -9,6 +9,7 @@
  * renaming that directory to the task's bundle path: the shim's working directory moves with
  * it, so the shim then sits in the task's bundle exactly as if it had been started there. Only
  * its `-id` (and so its socket's name) differs; the runc shim uses neither after `start`.
+ * The manager asks for the next spare once a task that could use one has started.
  *
  * A spare is only used for a task whose runtime options and spec would have made no difference
  * to `start` (optionsAllowSpare, specAllowsSpare). One unused for the idle time is shut down,
