@@ -103,6 +103,15 @@ function isSpare(pid: string): boolean {
   }
 }
 
+/** A process for a failure message: pid, parent, working directory and command line. */
+export function describeProcess(pid: number): string {
+  let cwd = '?';
+  let ppid = '?';
+  try { cwd = readlinkSync(`/proc/${pid}/cwd`); } catch { /* gone */ }
+  try { ppid = /PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '?'; } catch { /* gone */ }
+  return `pid ${pid} (parent ${ppid}, cwd ${cwd}): ${cmdline(String(pid)).join(' ')}`;
+}
+
 /** Pids of the shims serving tasks of the daemon at `address`: its shims less the spare one(s). */
 export function taskShimPids(address: string): number[] {
   return shimPids(address).filter((pid) => !isSpare(String(pid)));

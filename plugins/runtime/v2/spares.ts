@@ -16,7 +16,7 @@
  * as are all at daemon close; one a killed daemon left behind goes at the next boot.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TtrpcClient } from '../../../api/ttrpc/index.js';
 import { messageOf } from '../../../core/errdefs/errdefs.js';
@@ -29,6 +29,8 @@ import { ShimConnection, ShimTask } from './shim.js';
 /** A spare nobody took for this long is shut down (the plugin's `spare_shim_idle`). */
 export const DEFAULT_SPARE_IDLE_MS = 60_000;
 export const SPARE_PREFIX = '.spare-';
+/** The shim id a spare is started with, from its directory's name. */
+const spareId = (name: string) => `berth-spare-${name.slice(SPARE_PREFIX.length)}`;
 /** Longest a task waits for a spare that is still starting (a Node shim takes ~200 ms). */
 const SPARE_WAIT_MS = 2_000;
 
@@ -131,7 +133,8 @@ export class SpareShims {
 
   private async start(namespace: string, binary: ShimBinaryConfig): Promise<Spare> {
     const hex = randomBytes(6).toString('hex');
-    const bundle: Bundle = { id: `berth-spare-${hex}`, namespace, path: join(this.state, namespace, `${SPARE_PREFIX}${hex}`) };
+    const name = `${SPARE_PREFIX}${hex}`;
+    const bundle: Bundle = { id: spareId(name), namespace, path: join(this.state, namespace, name) };
     mkdirSync(join(this.state, namespace), { recursive: true, mode: 0o711 });
     mkdirSync(bundle.path, { mode: 0o700 });
     let log: ShimLog | undefined;
@@ -170,17 +173,34 @@ export class SpareShims {
 
   /**
    * Retires a spare a previous daemon left behind (killed before its close): its shim is
-   * asked to exit if it still answers, and its directory goes.
+   * asked to exit if it answers; then whatever still runs in its directory is killed. That
+   * covers a shim that did not answer and a `start` the killed daemon left running (it may
+   * not have written the address yet, and would otherwise start a shim nobody knows of once
+   * the directory is gone). A spare serves no task, so nothing of a user's is lost.
    */
   async retireLeftover(namespace: string, name: string): Promise<void> {
-    const bundle: Bundle = { id: name, namespace, path: join(this.state, namespace, name) };
+    const bundle: Bundle = { id: spareId(name), namespace, path: join(this.state, namespace, name) };
+    let address: string | undefined;
     try {
-      const address = readFileSync(join(bundle.path, 'address'), 'utf8');
+      address = readFileSync(join(bundle.path, 'address'), 'utf8').trim();
       const client = await TtrpcClient.connect(address, { timeoutMs: 1_000 });
       await this.retire({ bundle, client, log: undefined, taken: true });
     } catch (err) {
-      this.log.debug('leftover spare shim did not answer', { path: bundle.path, error: messageOf(err) });
+      this.log.info('leftover spare shim did not answer; killing what runs in its directory', { path: bundle.path, error: messageOf(err) });
     }
+    // Until none is left: a `start` killed mid-way may have forked its shim an instant before.
+    for (let round = 0; round < 20; round++) {
+      const pids = spareProcesses(bundle.path, spareId(name));
+      if (pids.length === 0) break;
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch { /* exited meanwhile */ }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    // A killed shim leaves its socket behind.
+    if (address?.startsWith('unix://')) rmSync(address.slice('unix://'.length), { force: true });
     await deleteBundle(bundle).catch((err) => this.log.warn('failed to remove a spare shim directory', { path: bundle.path, error: messageOf(err) }));
   }
 
@@ -203,3 +223,19 @@ export class SpareShims {
 }
 
 const keyOf = (namespace: string, runtime: string) => `${namespace}\u0000${runtime}`;
+
+/**
+ * Pids of a spare's processes (its shim, its `start`): working in the spare's directory, with
+ * the spare's id on their command line (a shell someone left in that directory is not one).
+ */
+function spareProcesses(dir: string, id: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/cwd`) !== dir) continue;
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(id)) out.push(Number(entry));
+    } catch { /* gone, or a kernel thread */ }
+  }
+  return out;
+}

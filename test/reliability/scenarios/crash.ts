@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { berth, ctr, startDaemon, type TestDaemon } from '../../helpers/daemon.js';
 import { BUSYBOX, makeBusyboxArchive } from '../../helpers/fixtures.js';
 import {
-  checkConsistency, forceGc, prng, settledConsistency, shimPids, spareShimPids, sleep, taskShimPids, waitFor, type ConsistencyReport,
+  checkConsistency, forceGc, prng, describeProcess, settledConsistency, shimPids, spareShimPids, sleep, taskShimPids, waitFor, type ConsistencyReport,
 } from '../../helpers/reliability.js';
 import { startRegistry, type RunningRegistry } from '../../integration/client/remotes/helpers.js';
 import { baseLayer, buildImage, pushFixture, type TarSpec } from '../../unit/client/images/fixtures.js';
@@ -329,7 +329,9 @@ export function crashSuite(o: CrashOptions): { records: KillRecord[] } {
           }, 15_000).catch(async () => settledConsistency(d));
           assertClean(settled, `${what}, cleaned up`);
           assert.equal(settled.counts.backendSnapshots, baseline, `${what}: snapshots left behind`);
-          await waitFor('no task shims of this daemon', () => (taskShimPids(d.address).length === 0 ? true : undefined), 10_000);
+          await waitFor('no task shims of this daemon', () => (taskShimPids(d.address).length === 0 ? true : undefined), 10_000).catch((err: Error) => {
+            throw new Error(`${err.message} (${what}): ${taskShimPids(d.address).map(describeProcess).join('; ')}`);
+          });
           // The one shim left may be the spare for the next task (spares.ts), and only one.
           assert.ok(spareShimPids(d.address).length <= 1, `${what}: spare shims ${spareShimPids(d.address).join(', ')}`);
         }

@@ -7,7 +7,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ctr, startDaemon, type TestDaemon } from '../../../helpers/daemon.js';
 import { busyboxRootfs, waitFor } from '../../../helpers/fixtures.js';
@@ -101,5 +102,25 @@ describe('spare shims', { timeout: 120_000 }, () => {
     await waitFor('the leftover spare to exit', () => (existsSync(`/proc/${spare}`) ? undefined : true));
     assert.deepEqual(spareDirs(), []);
     assert.equal((await C('run', '--rm', '--rootfs', rootfs, 'd3', '/bin/true')).code, 0);
+  });
+
+  test('a leftover spare that never answered (its `start` cut short by the kill): its processes are killed at boot, nobody else', async () => {
+    await d.stop();
+    const dir = join(d.state, 'io.containerd.runtime.v2.task', NS, '.spare-0123456789ab');
+    mkdirSync(dir, { recursive: true });
+    const idle = [process.execPath, '-e', 'setTimeout(() => {}, 300_000)'];
+    // Stands in for a shim `start` that had not written its address yet.
+    const shim = spawn(idle[0]!, [...idle.slice(1), '--', '-id', 'berth-spare-0123456789ab', 'start'], { cwd: dir, stdio: 'ignore' });
+    const stranger = spawn(idle[0]!, idle.slice(1), { cwd: dir, stdio: 'ignore' });
+    try {
+      await d.restart();
+      await waitFor('the leftover spare\'s process to be killed', () => (shim.exitCode !== null || shim.signalCode !== null ? true : undefined));
+      assert.equal(shim.signalCode, 'SIGKILL');
+      assert.equal(existsSync(dir), false, 'its directory is gone');
+      assert.equal(stranger.exitCode ?? stranger.signalCode, null, 'a process without the spare\'s id is left alone');
+    } finally {
+      shim.kill('SIGKILL');
+      stranger.kill('SIGKILL');
+    }
   });
 });
