@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ctr, startDaemon, type TestDaemon } from '../../../helpers/daemon.js';
 import { busyboxRootfs, waitFor } from '../../../helpers/fixtures.js';
@@ -102,6 +102,28 @@ describe('spare shims', { timeout: 120_000 }, () => {
     await waitFor('the leftover spare to exit', () => (existsSync(`/proc/${spare}`) ? undefined : true));
     assert.deepEqual(spareDirs(), []);
     assert.equal((await C('run', '--rm', '--rootfs', rootfs, 'd3', '/bin/true')).code, 0);
+  });
+
+  test('spare_shims = false: no spare, each task\'s shim named by it; a bad spare_shim_idle is refused', async () => {
+    const off = await startDaemon({ extraConfig: '[plugins."io.containerd.runtime.v2.task"]\n  spare_shims = false' });
+    try {
+      const O = (...args: string[]) => ctr(off.address, args, { namespace: NS });
+      assert.equal((await O('run', '--rm', '--rootfs', rootfs, 'off1', '/bin/true')).code, 0);
+      const r = await O('run', '-d', '--rootfs', rootfs, 'off2', '/bin/sh', '-c', 'sleep 30');
+      assert.equal(r.code, 0, r.stderr);
+      const shim = shimOfTask(off.state, NS, 'off2');
+      assert.ok(shim && readFileSync(`/proc/${shim}/cmdline`, 'utf8').split('\0').includes('off2'), 'the shim is named by its task');
+      assert.deepEqual(spareShimPids(off.address), []);
+      await O('tasks', 'kill', '-s', 'SIGKILL', 'off2');
+      await waitFor('the task to stop', async () => ((await O('tasks', 'ls')).stdout.includes('RUNNING') ? undefined : true));
+      assert.equal((await O('tasks', 'rm', 'off2')).code, 0);
+    } finally {
+      await off.dispose();
+    }
+    await assert.rejects(
+      startDaemon({ extraConfig: '[plugins."io.containerd.runtime.v2.task"]\n  spare_shim_idle = "0s"' }).then((x) => x.dispose()),
+      /spare_shim_idle/,
+    );
   });
 
   test('a leftover spare that never answered (its `start` cut short by the kill): its processes are killed at boot, nobody else', async () => {
