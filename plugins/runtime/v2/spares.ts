@@ -26,8 +26,6 @@ import { deleteBundle, type Bundle } from './bundle.js';
 import { ShimLog, startShim, type ShimBinaryConfig } from './binary.js';
 import { ShimConnection, ShimTask } from './shim.js';
 
-/** A spare nobody took for this long is shut down (the plugin's `spare_shim_idle`). */
-export const DEFAULT_SPARE_IDLE_MS = 60_000;
 export const SPARE_PREFIX = '.spare-';
 /** The shim id a spare is started with, from its directory's name. */
 const spareId = (name: string) => `berth-spare-${name.slice(SPARE_PREFIX.length)}`;
