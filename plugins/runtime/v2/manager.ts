@@ -110,9 +110,7 @@ export class TaskManager implements PlatformRuntime {
         // The next task of this kind finds its shim started: the spare starts once this task's
         // own start (runc's create and start) is done, not competing with it for the CPU, and
         // in time for a client starting tasks one after the other (`run -d` in a loop).
-        task.onStarted = () => {
-          if (!this.closing) this.spares.refill(namespace, spareOf!);
-        };
+        task.onStarted = () => this.refillAfter(task);
       }
     } catch (err) {
       this.live.delete(key);
@@ -154,8 +152,7 @@ export class TaskManager implements PlatformRuntime {
     }
     this.live.delete(key);
     // A task deleted without having started (or whose spare was taken since) leaves one too.
-    const spareOf = this.spareKinds.get(task);
-    if (spareOf && !this.closing) this.spares.refill(task.namespace, spareOf);
+    this.refillAfter(task);
     // The shim deleted its task itself: nothing is left for its `delete` action to clean up, and
     // spawning it (a fork of this process) would cost every `ctr run --rm` for nothing.
     this.deletedCleanly.add(task);
@@ -163,6 +160,12 @@ export class TaskManager implements PlatformRuntime {
     // task with this id waits for them (see create), and so does the daemon's close.
     void this.shutdownAndDisconnect(key, task);
     return exit;
+  }
+
+  /** Starts the spare for the next task of `task`'s kind, if a spare can stand in for its shim. */
+  private refillAfter(task: ShimTask): void {
+    const binary = this.spareKinds.get(task);
+    if (binary) this.spares.refill(task.namespace, binary); // a no-op once the daemon closes
   }
 
   /** Task.Shutdown (the shim exits once it runs no task), then closes the connection. */
@@ -316,7 +319,6 @@ export class TaskManager implements PlatformRuntime {
     await Promise.all(namespaces.filter((d) => d.isDirectory() && !d.name.startsWith('.')).map(async (d) => {
       const ns = d.name;
       try {
-        await this.retireLeftoverSpares(ns);
         await this.loadShims(ns);
         await this.cleanupWorkDirs(ns);
       } catch (err) {
@@ -325,13 +327,10 @@ export class TaskManager implements PlatformRuntime {
     }));
   }
 
-  private async retireLeftoverSpares(ns: string): Promise<void> {
-    const dirs = await readdir(join(this.cfg.state, ns));
-    await Promise.all(dirs.filter((d) => d.startsWith(SPARE_PREFIX)).map((d) => this.spares.retireLeftover(ns, d)));
-  }
-
+  /** Reconnects to the namespace's shims, after retiring the spares a killed daemon left. */
   private async loadShims(ns: string): Promise<void> {
     const dirs = await readdir(join(this.cfg.state, ns), { withFileTypes: true });
+    await Promise.all(dirs.filter((d) => d.name.startsWith(SPARE_PREFIX)).map((d) => this.spares.retireLeftover(ns, d.name)));
     await Promise.all(dirs.filter((d) => d.isDirectory() && !d.name.startsWith('.')).map((d) => this.loadShim(ns, d.name)));
   }
 

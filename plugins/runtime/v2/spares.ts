@@ -151,7 +151,7 @@ export class SpareShims {
         if (this.ready.get(key) === spare) this.ready.delete(key);
         clearTimeout(spare.idleTimer);
         spare.log?.close();
-        void deleteBundle(bundle).catch((err) => this.log.warn('failed to remove a spare shim directory', { path: bundle.path, error: messageOf(err) }));
+        void this.removeDirectory(bundle);
       });
       return spare;
     } catch (err) {
@@ -166,7 +166,7 @@ export class SpareShims {
     spare.taken = true; // its close is handled here, not by the connection's handler
     await this.retire(spare);
     spare.log?.close();
-    await deleteBundle(spare.bundle).catch((err) => this.log.warn('failed to remove a spare shim directory', { path: spare.bundle.path, error: messageOf(err) }));
+    await this.removeDirectory(spare.bundle);
   }
 
   /**
@@ -199,7 +199,11 @@ export class SpareShims {
     }
     // A killed shim leaves its socket behind.
     if (address?.startsWith('unix://')) rmSync(address.slice('unix://'.length), { force: true });
-    await deleteBundle(bundle).catch((err) => this.log.warn('failed to remove a spare shim directory', { path: bundle.path, error: messageOf(err) }));
+    await this.removeDirectory(bundle);
+  }
+
+  private removeDirectory(bundle: Bundle): Promise<void> {
+    return deleteBundle(bundle).catch((err) => this.log.warn('failed to remove a spare shim directory', { path: bundle.path, error: messageOf(err) }));
   }
 
   /** Asks a spare's shim to exit (it serves no task) and closes the connection. */
