@@ -108,6 +108,12 @@ boot() { # command... -> ms from spawn to a listening socket
 # other things, keeps Node from parsing NODE_EXTRA_CA_CERTS at start-up, core/sys/extra-ca.ts).
 for i in $(seq "$RUNS"); do boot bin/berthd.js >> "$W/ba"; boot containerd >> "$W/bb"; done
 row boot-ms "$(median < "$W/ba")" "$(median < "$W/bb")" 1.5
+# What boot cannot go below on this machine: Node itself starting and listening on a unix
+# socket, with no program around it. Printed for scale next to the two daemons.
+node_listener() { NODE_EXTRA_CA_CERTS= exec node -e 'const a = process.argv; require("node:net").createServer().listen(a[a.indexOf("--address") + 1])' -- "$@"; }
+: > "$W/bn"
+for i in $(seq "$RUNS"); do boot node_listener >> "$W/bn"; done
+printf '%-14s %10s ms (bare node listening on a unix socket, for scale)\n' "boot floor" "$(median < "$W/bn")"
 cli() { local t0 t1; t0=$(date +%s%N); bin/berth.js -a "$A" -n bench "$@" >/dev/null 2>&1; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 )); }
 : > "$W/v"; : > "$W/l"
 for i in $(seq "$RUNS"); do cli version >> "$W/v"; cli images ls >> "$W/l"; done
