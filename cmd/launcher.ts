@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { takeDeferredExtraCa } from '../core/sys/extra-ca.js';
 import { takeSigusr1 } from '../core/sys/sigusr1.js';
-import { applyRuntimeV8Flags } from '../core/sys/v8flags.js';
+import { deferRuntimeV8Flags, onFirstV8FlagChange } from '../core/sys/v8flags.js';
 
 export interface LaunchOptions {
   /** The bundle's name in dist/: `<name>.cjs`. */
@@ -33,16 +33,11 @@ export interface LaunchOptions {
 }
 
 /**
- * V8 flags every program sets before its bundle is compiled. A code cache is only accepted
- * under the flags it was made with, so a flag the program would set later anyway (the filters
- * module turns on the linear-time RegExp engine) is set here, first.
- */
-export const V8_FLAGS: readonly string[] = ['--enable-experimental-regexp-engine'];
-
-/**
- * Per-program V8 flags. Only flags V8 reads while running take effect here (heap sizes are
- * fixed when the isolate is created, and some flags, --single-threaded-gc for one, crash V8
- * when changed later), because `node bin/berthd.js` leaves no room for command-line flags.
+ * Per-program V8 flags, set by the program once it has started (applyDeferredV8Flags: a flag
+ * set earlier would cost every built-in module loaded after it its code cache,
+ * core/sys/v8flags.ts). Only flags V8 reads while running take effect this way (heap sizes
+ * are fixed when the isolate is created, and some flags, --single-threaded-gc for one, crash
+ * V8 when changed later), because `node bin/berthd.js` leaves no room for command-line flags.
  */
 const PROGRAM_V8_FLAGS: Record<string, readonly string[]> = {
   // The daemon is long-lived: keep V8's young generation at its initial 1 MiB semi-spaces
@@ -50,8 +45,7 @@ const PROGRAM_V8_FLAGS: Record<string, readonly string[]> = {
   // allocation). Scavenges get more frequent but stay cheap, since they cost what survives,
   // not the space; pull, ingest and run were measured no slower. (--max-semi-space-size is
   // the usual knob, but it only works on the command line.)
-  // --expose-gc: core/server/memory.ts sets it to collect after a burst of work; set here
-  // first so the code cache is made and used under the same flags.
+  // --expose-gc: core/server/memory.ts sets it (again) to collect after a burst of work.
   // --heap-growing-percent: V8 counts Buffer memory allocated since the last full collection
   // against the limit it derives from the old generation's, and with the daemon's small heap
   // (~10 MiB) the default growth left a few MiB of slack: a 256 MiB ingest (each 1 MiB
@@ -118,10 +112,11 @@ export function launch(dir: string, opts: LaunchOptions): void {
   // the daemon and the shim run as root (core/sys/sigusr1.ts).
   takeSigusr1();
   takeDeferredExtraCa();
-  applyRuntimeV8Flags([...V8_FLAGS, ...(PROGRAM_V8_FLAGS[opts.name] ?? [])]);
+  deferRuntimeV8Flags(PROGRAM_V8_FLAGS[opts.name] ?? []);
   const file = join(dir, `${opts.name}.cjs`);
   const source = readFileSync(file, 'utf8');
-  // The flags a cache was made under must match; NODE_OPTIONS and execArgv can change them.
+  // The flags a cache was made under must match; NODE_OPTIONS and execArgv can change them,
+  // and so does any flag set at run time: the cache is written before the first one is.
   const flags = shortHash(`${process.execArgv.join(' ')}\0${process.env.NODE_OPTIONS ?? ''}\0${process.arch}`);
   const variant = opts.variant ? `-${opts.variant}` : '';
   const cacheFile = join(dir, 'cache', `${opts.name}${variant}-${opts.buildId}-${process.version}-${flags}.v8`);
@@ -142,6 +137,7 @@ export function launch(dir: string, opts: LaunchOptions): void {
     };
     process.once('exit', write);
     setTimeout(write, RESIDENT_WRITE_DELAY_MS).unref();
+    onFirstV8FlagChange(write);
   }
   const fn = script.runInThisContext() as (
     exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string,

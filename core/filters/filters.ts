@@ -7,13 +7,15 @@
  * Field path components and values may be quoted with "…" (escapes allowed) or `…` (raw).
  * Separate filter strings passed to one List call are ORed, as in containerd.
  */
-import { setFlagsFromString } from 'node:v8';
 import { InvalidArgumentError } from '../errdefs/errdefs.js';
+import { applyRuntimeV8Flags } from '../sys/v8flags.js';
 
 // `~=` patterns come from clients. containerd runs them with Go's linear-time regexps; V8's
 // backtracking engine can spend minutes on a pattern like `(a+)+$`, stalling the whole daemon.
-// V8's linear-time engine (the `l` flag) is enabled here for them (see filterRegExp).
-setFlagsFromString('--enable-experimental-regexp-engine');
+// V8's linear-time engine (the `l` flag) is enabled for them when the first one is compiled
+// (see filterRegExp): a flag set at start-up would slow every later built-in module's load
+// (core/sys/v8flags.ts).
+let linearEngine = false;
 
 /** Looks up a field path on an object; `present` false when it has no such field. */
 export type Adaptor = (fieldpath: string[]) => { value: string; present: boolean };
@@ -123,6 +125,10 @@ class UnsafePatternError extends Error {}
  * repeated group itself contains a repetition or an alternation (the shapes that blow up).
  */
 export function filterRegExp(pattern: string): RegExp {
+  if (!linearEngine) {
+    applyRuntimeV8Flags(['--enable-experimental-regexp-engine']);
+    linearEngine = true;
+  }
   try {
     return new RegExp(pattern, 'l');
   } catch {

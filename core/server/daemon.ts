@@ -14,6 +14,7 @@ import { isGrpcPlugin } from './grpc-adapter.js';
 import { listenGrpc, type RunningServer } from './grpc-server.js';
 import { isTtrpcPlugin } from './ttrpc-plugin.js';
 import { startMemoryTrimmer } from './memory.js';
+import { applyDeferredV8Flags } from '../sys/v8flags.js';
 import { claimDaemonDirectory, type DirectoryLock } from './daemon-lock.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
@@ -95,6 +96,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     throw err;
   }
   log.info(`berthd successfully booted in ${(performance.now() / 1000).toFixed(3)}s`, { address: cfg.grpc.address });
+  // Only now: built-in modules loaded before a V8 flag changes keep their code cache.
+  applyDeferredV8Flags();
   startMemoryTrimmer({ signal: kernel.signal });
 
   let stopping: Promise<void> | undefined;

@@ -17,16 +17,16 @@
  * brings back are let go again at most every `releaseEveryMs`.
  */
 import { readFileSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { releaseCleanFilePages, trimMalloc } from '../sys/malloc.js';
+import { applyRuntimeV8Flags } from '../sys/v8flags.js';
 
 /** V8's full collection, made callable the way --expose-gc does (undefined if V8 refuses). */
 let fullGc: (() => void) | null | undefined;
 function collectGarbage(): void {
   if (fullGc === undefined) {
     try {
-      setFlagsFromString('--expose-gc');
+      applyRuntimeV8Flags(['--expose-gc']);
       fullGc = runInNewContext('gc') as () => void;
     } catch {
       fullGc = null;
