@@ -114,7 +114,8 @@ export function launch(dir: string, opts: LaunchOptions): void {
   takeDeferredExtraCa();
   deferRuntimeV8Flags(PROGRAM_V8_FLAGS[opts.name] ?? []);
   const file = join(dir, `${opts.name}.cjs`);
-  const source = readFileSync(file, 'utf8');
+  // ASCII (the build checks): decoded as Latin-1, half the time of UTF-8 for 1.5 MB.
+  const source = readFileSync(file).toString('latin1');
   // The flags a cache was made under must match; NODE_OPTIONS and execArgv can change them,
   // and so does any flag set at run time: the cache is written before the first one is.
   const flags = shortHash(`${process.execArgv.join(' ')}\0${process.env.NODE_OPTIONS ?? ''}\0${process.arch}`);

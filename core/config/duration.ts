@@ -4,13 +4,16 @@
  */
 import { InvalidArgumentError } from '../errdefs/errdefs.js';
 
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+// Microseconds are also spelt with the micro sign (U+00B5) or the Greek mu (U+03BC), as Go
+// accepts. Escaped: the bundles are kept ASCII (scripts/build.mjs), and esbuild leaves a regular
+// expression literal's characters as they are.
+const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, '\u00b5s': 1e-3, '\u03bcs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** Parses a Go duration into milliseconds; `where` names the config key in errors. */
 export function parseDuration(text: string, where = 'duration'): number {
   const s = text.trim();
   if (s === '0') return 0;
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  const re = /(\d+(?:\.\d+)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/gy;
   let total = 0;
   let pos = 0;
   let sign = 1;

@@ -105,6 +105,9 @@ test('durations parse like Go', () => {
   assert.equal(parseDuration('1h30m'), 5_400_000);
   assert.equal(parseDuration('0s'), 0);
   assert.equal(parseDuration('1.5s'), 1500);
+  assert.equal(parseDuration('1500us'), 1.5);
+  assert.equal(parseDuration('1500\u00b5s'), 1.5, 'micro sign');
+  assert.equal(parseDuration('1500\u03bcs'), 1.5, 'Greek mu, which Go also takes');
   assert.throws(() => parseDuration('soon', 'schedule_delay'), /schedule_delay: expected a duration/);
 });
 
