@@ -23,6 +23,7 @@ import {
   type ServiceRef,
 } from './types.js';
 import { join } from 'node:path';
+import { monotonicMs } from '../sys/monotonic.js';
 
 /** Boot failed because required plugins did not load; lists each with its error. */
 export class BootError extends Error {
@@ -151,7 +152,7 @@ export class Kernel {
     };
     const log = this.opts.log.child({ plugin: uri });
     const ctx = this.contextFor(reg, meta, log);
-    const started = performance.now();
+    const started = monotonicMs();
     this.opts.log.info('loading plugin', { id: uri, type: reg.type });
     try {
       const instance = await reg.init(ctx);
@@ -168,7 +169,7 @@ export class Kernel {
         this.opts.log.warn('failed to load plugin', { id: uri, error: result.error.message });
       }
     }
-    result.initMs = performance.now() - started;
+    result.initMs = monotonicMs() - started;
     this.opts.log.debug('plugin init finished', { id: uri, status: result.status, ms: Number(result.initMs.toFixed(2)) });
     this.results.push(result);
   }

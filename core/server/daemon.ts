@@ -95,7 +95,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     releaseLocks();
     throw err;
   }
-  log.info(`berthd successfully booted in ${(performance.now() / 1000).toFixed(3)}s`, { address: cfg.grpc.address });
+  log.info(`berthd successfully booted in ${process.uptime().toFixed(3)}s`, { address: cfg.grpc.address });
   // Only now: built-in modules loaded before a V8 flag changes keep their code cache.
   applyDeferredV8Flags();
   startMemoryTrimmer({ signal: kernel.signal });

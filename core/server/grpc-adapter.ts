@@ -8,6 +8,7 @@ import { Code, codeOf, messageOf, NotImplementedError } from '../errdefs/errdefs
 import { LEASE_HEADER, NAMESPACE_HEADER, type RequestContext } from '../namespaces/namespaces.js';
 import type { Logger } from '../log/logger.js';
 import { CallError, type CallHeaders, type CallStatus, type ServerCall } from './grpc-call.js';
+import { monotonicMs } from '../sys/monotonic.js';
 
 /** One method entry of a ts-proto grpc-js service definition. */
 export interface MethodDef {
@@ -169,17 +170,17 @@ export function implement<D extends ServiceDef>(def: D, handlers: Handlers<D>, l
           };
     methods.set(method.path, (call) => {
       const { ctx, settled } = contextOf(call);
-      const started = performance.now();
+      const started = monotonicMs();
       run(call, ctx).then(
         () => {
           settled();
-          if (log?.debugEnabled) log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(performance.now() - started).toFixed(2) });
+          if (log?.debugEnabled) log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(monotonicMs() - started).toFixed(2) });
           call.finish(OK);
         },
         (err: unknown) => {
           settled();
           const status = statusOf(err);
-          if (log?.debugEnabled) log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(performance.now() - started).toFixed(2), error: status.message });
+          if (log?.debugEnabled) log.debug('request', { method: method.path, namespace: ctx.namespace, ms: +(monotonicMs() - started).toFixed(2), error: status.message });
           call.finish(status);
         },
       );

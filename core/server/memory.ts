@@ -20,6 +20,7 @@ import { readFileSync } from 'node:fs';
 import { runInNewContext } from 'node:vm';
 import { releaseCleanFilePages, trimMalloc } from '../sys/malloc.js';
 import { applyRuntimeV8Flags } from '../sys/v8flags.js';
+import { monotonicMs } from '../sys/monotonic.js';
 
 /** V8's full collection, made callable the way --expose-gc does (undefined if V8 refuses). */
 let fullGc: (() => void) | null | undefined;
@@ -163,7 +164,7 @@ export function startMemoryTrimmer(opts: TrimmerOptions): void {
     busyTrimEveryMs: opts.busyTrimEveryMs ?? 5_000,
     releaseEveryMs: opts.releaseEveryMs ?? 10_000,
   }, residentBytes().anon);
-  const sample = (): MemorySample => ({ ...residentBytes(), now: performance.now() });
+  const sample = (): MemorySample => ({ ...residentBytes(), now: monotonicMs() });
   const release = () => {
     releaseFilePages();
     policy.released(sample());
