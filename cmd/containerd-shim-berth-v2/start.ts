@@ -151,12 +151,10 @@ export async function startAction(flags: ShimFlags): Promise<string> {
 }
 
 /**
- * V8 flags for the long-lived shim. It idles for its container's whole life, so memory beats
- * throughput: a 1 MB young generation, and lite mode (no optimising compiler), which measured
- * ~5 MB less RSS for an idle shim. Flags the start action itself ran with are kept.
+ * Node flags for the long-lived shim: the ones the start action itself ran with. V8 flags on
+ * the command line would cost every Node built-in module its code cache (core/sys/v8flags.ts);
+ * the shim's own are set once it serves (cmd/launcher.ts, PROGRAM_V8_FLAGS).
  */
 export function shimNodeFlags(): string[] {
-  const own = ['--max-semi-space-size=1', '--lite-mode'];
-  return [...process.execArgv.filter((a) => !own.some((o) => a.startsWith(o.split('=')[0]!))), ...own];
+  return [...process.execArgv];
 }
-
