@@ -8,7 +8,7 @@ import { TaskService } from '../../api/gen/runtime/v2/task/shim.js';
 import { TtrpcServer, isAbstract, socketPath } from '../../api/ttrpc/index.js';
 import { messageOf } from '../../core/errdefs/errdefs.js';
 import { prctlSetChildSubreaper } from '../../core/sys/syscalls.js';
-import { applyDeferredV8Flags } from '../../core/sys/v8flags.js';
+import { applyDeferredV8FlagsSoon } from '../../core/sys/v8flags.js';
 import { BERTH_VERSION } from '../../core/version/version.js';
 import { Publisher } from './events.js';
 import type { ShimFlags } from './flags.js';
@@ -54,7 +54,7 @@ export async function serve(flags: ShimFlags, log: Logger): Promise<void> {
   server.on('error', (err) => log.error('ttrpc server failure', { error: err.message }));
   await server.listen(flags.socket ? `unix://${flags.socket}` : { fd: LISTENER_FD });
   // Only now: built-in modules loaded before a V8 flag changes keep their code cache.
-  applyDeferredV8Flags();
+  applyDeferredV8FlagsSoon();
 
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void stop(`caught ${signal}`));
   // A container must not lose its shim to a bug in one request path: log and keep serving.

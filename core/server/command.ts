@@ -13,6 +13,7 @@ import { EventExchange } from '../events/exchange.js';
 import { silentLogger } from '../log/logger.js';
 import { uriOf, type Registration } from '../plugin/types.js';
 import { SERVER_VERSION, REVISION } from '../version/version.js';
+import type { RunningDaemon } from './daemon.js';
 
 export interface DaemonArgs {
   command: string[];
@@ -118,22 +119,33 @@ export async function runDaemonCommand(
 
   const { config, warnings, path } = await configFor(args);
   const { startDaemon } = await import('./daemon.js');
-  const daemon = await startDaemon({
+  // Caught from here on: a stop asked for while the plugins start (or between the socket
+  // appearing and the boot finishing) waits for the boot and then shuts down cleanly, instead
+  // of killing the daemon with its socket in place. A second signal still ends it at once.
+  let daemon: RunningDaemon | undefined;
+  let pending: string | undefined;
+  const onSignal = (sig: string) => {
+    if (!daemon) {
+      pending ??= sig;
+      return;
+    }
+    daemon.log.info(`received ${sig}, shutting down`);
+    daemon.stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  daemon = await startDaemon({
     config,
     registrations: [...builtins, ...extraRegistrations(config)],
     warnings,
     configPath: path,
     executable: process.argv[1] ?? process.execPath,
   });
-  const onSignal = (sig: string) => {
-    daemon.log.info(`received ${sig}, shutting down`);
-    daemon.stop().then(() => process.exit(0), () => process.exit(1));
-  };
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
-  process.once('SIGINT', () => onSignal('SIGINT'));
+  if (pending) onSignal(pending);
   // What the daemon holds, in the log (leak hunting): on SIGUSR2, and on SIGUSR1, which
   // containerd answers with a stack dump (cmd/berthd takes SIGUSR1 from Node's inspector).
-  for (const sig of ['SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => daemon.log.info('resource dump', { signal: sig, ...resourceDump() }));
+  const running = daemon;
+  for (const sig of ['SIGUSR1', 'SIGUSR2'] as const) process.on(sig, () => running.log.info('resource dump', { signal: sig, ...resourceDump() }));
   return undefined;
 }
 

@@ -14,7 +14,7 @@ import { isGrpcPlugin } from './grpc-adapter.js';
 import { listenGrpc, type RunningServer } from './grpc-server.js';
 import { isTtrpcPlugin } from './ttrpc-plugin.js';
 import { startMemoryTrimmer } from './memory.js';
-import { applyDeferredV8Flags } from '../sys/v8flags.js';
+import { applyDeferredV8FlagsSoon } from '../sys/v8flags.js';
 import { claimDaemonDirectory, type DirectoryLock } from './daemon-lock.js';
 import { prepareSocketPath, secureSocket, socketPath } from './socket.js';
 
@@ -97,7 +97,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   }
   log.info(`berthd successfully booted in ${process.uptime().toFixed(3)}s`, { address: cfg.grpc.address });
   // Only now: built-in modules loaded before a V8 flag changes keep their code cache.
-  applyDeferredV8Flags();
+  applyDeferredV8FlagsSoon();
   startMemoryTrimmer({ signal: kernel.signal });
 
   let stopping: Promise<void> | undefined;

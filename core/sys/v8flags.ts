@@ -47,6 +47,19 @@ export function deferRuntimeV8Flags(flags: readonly string[]): void {
   proc[DEFERRED] = [...(proc[DEFERRED] ?? []), ...flags];
 }
 
+/**
+ * How long after a program is up its deferred flags wait: the launcher writes a missing code
+ * cache just before the first flag changes, and one made after the first requests also
+ * covers the code that serves them (the build's warm-up sends one; a shim's first container
+ * is created and started within this time).
+ */
+const DEFERRED_FLAGS_DELAY_MS = 1500;
+
+/** Sets the deferred flags a little later (DEFERRED_FLAGS_DELAY_MS), without keeping the process alive. */
+export function applyDeferredV8FlagsSoon(): void {
+  setTimeout(applyDeferredV8Flags, DEFERRED_FLAGS_DELAY_MS).unref();
+}
+
 /** Sets the flags deferRuntimeV8Flags recorded; a program calls it once it has started. */
 export function applyDeferredV8Flags(): void {
   const proc = process as WithFlags;

@@ -142,6 +142,23 @@ test('a live socket is refused, a stale one is replaced, SIGTERM removes the soc
   assert.match(log, /berthd stopped/);
 });
 
+test('SIGTERM while the daemon boots, or the moment its socket appears, is a clean stop once the boot is done', async () => {
+  const dir = tempDir('berth-early-stop-');
+  for (const when of ['booting', 'socket'] as const) {
+    const sock = join(dir, `${when}.sock`);
+    const child = spawn(process.execPath, [BERTHD, '--root', join(dir, `${when}-r`), '--state', join(dir, `${when}-s`), '--address', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    child.stderr.on('data', (b) => (log += b));
+    const exited = new Promise((res) => child.once('exit', (code, signal) => res(signal ?? code)));
+    // 'booting': as soon as the first plugin loads (the handler is in place by then).
+    for (let i = 0; i < 2000 && !(when === 'booting' ? /loading plugin/.test(log) : existsSync(sock)); i++) await new Promise((res) => setTimeout(res, 2));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, `${when}: ${log}`);
+    assert.match(log, /successfully booted[\s\S]*received SIGTERM, shutting down[\s\S]*berthd stopped/, when);
+    assert.equal(existsSync(sock), false, `${when}: socket removed`);
+  }
+});
+
 test('a second daemon on a live root or state is refused before any plugin runs, and the first is untouched', async () => {
   // The first daemon's Prepare leaves overlayfs's spare directories behind it: debris to a
   // second daemon's boot-time cleanup, had it got that far.
