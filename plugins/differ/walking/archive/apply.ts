@@ -197,6 +197,11 @@ async function* pushedChunks(input: Readable): AsyncGenerator<Buffer> {
   input.on('end', onEnd);
   input.on('error', onError);
   input.on('close', onClose);
+  // A stream that failed or closed before this generator started emits nothing more: waiting
+  // for its events would hang the Apply (a truncated gzip layer fails while the root is checked).
+  if (input.errored) failure ??= input.errored;
+  else if (input.readableEnded) ended = true;
+  else if (input.destroyed) failure ??= Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
   try {
     for (;;) {
       const chunk = pending.shift();

@@ -164,6 +164,26 @@ describe('Apply', () => {
     await assert.rejects(applyBlob(truncated, layerMediaType('gzip'), root));
   });
 
+  it('fails, never hangs, on a gzip layer cut short at any byte', async () => {
+    // The decompressor can fail while Apply still checks its target; the tar reader that starts
+    // afterwards must see that failure instead of waiting for events that already happened.
+    const good = compress(buildTar(simple), 'gzip');
+    const hung: number[] = [];
+    // From the end of the 10-byte gzip header (shorter, the bytes are not recognised as gzip).
+    for (let cut = 10; cut < good.length; cut++) {
+      const root = await freshDir(`cut${cut}`);
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        applyBlob(good.subarray(0, cut), layerMediaType('gzip'), root).then(() => 'applied', () => 'failed'),
+        new Promise<string>((res) => { timer = setTimeout(() => res('hung'), 5000); }),
+      ]);
+      clearTimeout(timer);
+      if (outcome === 'hung') hung.push(cut);
+      else assert.equal(outcome, 'failed', `cut at ${cut} of ${good.length} bytes`);
+    }
+    assert.deepEqual(hung, [], `Apply hung on the layer cut at these byte counts (of ${good.length})`);
+  });
+
   it('applies onto an overlay upperdir directly: whiteout devices, opaque xattr, lowers untouched', async () => {
     const lower = await freshDir('lower');
     const base = buildLayer([
