@@ -45,7 +45,6 @@ const PROGRAM_V8_FLAGS: Record<string, readonly string[]> = {
   // allocation). Scavenges get more frequent but stay cheap, since they cost what survives,
   // not the space; pull, ingest and run were measured no slower. (--max-semi-space-size is
   // the usual knob, but it only works on the command line.)
-  // --expose-gc: core/server/memory.ts sets it (again) to collect after a burst of work.
   // --heap-growing-percent: V8 counts Buffer memory allocated since the last full collection
   // against the limit it derives from the old generation's, and with the daemon's small heap
   // (~10 MiB) the default growth left a few MiB of slack: a 256 MiB ingest (each 1 MiB
@@ -62,7 +61,8 @@ const PROGRAM_V8_FLAGS: Record<string, readonly string[]> = {
   // after ~10,000 calls a unary call costs the same CPU as at the default, and ingest and
   // pull measured no slower. (At 32x, per-call code was still unoptimised after 10,000
   // calls and cost 25% more.) Daemon CPU over its first 45 containers: -10%.
-  berthd: ['--semi-space-growth-factor=1', '--expose-gc', '--heap-growing-percent=1000', '--interrupt-budget=540672'],
+  // (--expose-gc is not among them: core/server/memory.ts sets it when it first collects.)
+  berthd: ['--semi-space-growth-factor=1', '--heap-growing-percent=1000', '--interrupt-budget=540672'],
   // The shim idles for its container's whole life, so memory beats throughput: no growth of
   // the young generation past its initial 1 MiB, no optimising compiler, size before speed.
   // (It used to run with --lite-mode and --max-semi-space-size=1 on its command line, which

@@ -119,18 +119,17 @@ await build({
   banner: { js: "var __berthImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 await build({ ...common, entryPoints: { launcher: join(repo, 'cmd/launcher.ts') }, outdir: staging, format: 'cjs', sourcemap: false });
-// The launcher compiles each bundle with vm.Script, which has no module loader: an import()
-// esbuild leaves in place (of a Node builtin, say) throws "A dynamic import callback was not
-// specified" when it runs. Refuse such a bundle instead of shipping a command that fails later.
-for (const name of Object.keys(entryPoints)) {
-  const found = /\bimport\(\s*["'`]([^"'`]+)/.exec(readFileSync(join(staging, `${name}.cjs`), 'utf8'));
-  if (found) throw new Error(`build: ${name}.cjs keeps a dynamic import("${found[1]}"); use a static import or require for it`);
-}
-// The launcher reads each bundle as Latin-1 (half the time of UTF-8 decoding for 1.5 MB,
-// cmd/launcher.ts): only right while the bundle is ASCII. esbuild escapes non-ASCII characters
-// in strings and identifiers but not inside regular expression literals.
+// Checks of each bundle before it ships:
+// - The launcher compiles it with vm.Script, which has no module loader: an import() esbuild
+//   leaves in place (of a Node builtin, say) throws "A dynamic import callback was not
+//   specified" when it runs. Refuse such a bundle instead of shipping a command that fails later.
+// - The launcher reads it as Latin-1 (half the time of UTF-8 decoding for 1.5 MB,
+//   cmd/launcher.ts): only right while the bundle is ASCII. esbuild escapes non-ASCII characters
+//   in strings and identifiers but not inside regular expression literals.
 for (const name of Object.keys(entryPoints)) {
   const text = readFileSync(join(staging, `${name}.cjs`), 'utf8');
+  const found = /\bimport\(\s*["'`]([^"'`]+)/.exec(text);
+  if (found) throw new Error(`build: ${name}.cjs keeps a dynamic import("${found[1]}"); use a static import or require for it`);
   const at = text.search(/[^\x00-\x7f]/);
   if (at !== -1) throw new Error(`build: ${name}.cjs is not ASCII at offset ${at}: ${JSON.stringify(text.slice(Math.max(0, at - 40), at + 20))}; escape the character in the source (\\uXXXX)`);
 }

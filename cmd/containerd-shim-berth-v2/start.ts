@@ -114,7 +114,10 @@ export async function startAction(flags: ShimFlags): Promise<string> {
     const script = process.argv[1];
     if (!script) throw new Error('cannot find the shim program to re-execute');
     try {
-      child = spawn(process.execPath, [...shimNodeFlags(), script, ...serveArgs(flags)], {
+      // The start action's own Node flags, and no V8 flags of the shim's: those would cost every
+      // built-in module its code cache (core/sys/v8flags.ts); the serving shim sets its own
+      // once it is up (cmd/launcher.ts, PROGRAM_V8_FLAGS).
+      child = spawn(process.execPath, [...process.execArgv, script, ...serveArgs(flags)], {
         cwd: bundle,
         detached: true,
         stdio: ['ignore', 'ignore', log, listener],
@@ -148,13 +151,4 @@ export async function startAction(flags: ShimFlags): Promise<string> {
   } finally {
     closeFd(listener);
   }
-}
-
-/**
- * Node flags for the long-lived shim: the ones the start action itself ran with. V8 flags on
- * the command line would cost every Node built-in module its code cache (core/sys/v8flags.ts);
- * the shim's own are set once it serves (cmd/launcher.ts, PROGRAM_V8_FLAGS).
- */
-export function shimNodeFlags(): string[] {
-  return [...process.execArgv];
 }
